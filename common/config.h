@@ -1,0 +1,135 @@
+/*
+ * config.h — the one YAML configuration file shared by the three daemons.
+ *
+ * The file has the sections `common`, `store`, `control`, `model_gw`, `mcp_gw` and `agent_gw`.
+ * Parsing is table-driven (redis standardConfig, nginx ngx_command_t): each section is a table of
+ * tp_cfg_field_t giving key, type, offset into a struct, default and validator. Unknown keys are
+ * errors; every error names the file, the line and the dotted key ("model_gw.listen[0].port").
+ * Scalars may contain ${ENV_VAR} (an unset variable is an error naming it) and ${ENV_VAR:-default};
+ * "$$" stands for a literal "$".
+ */
+#ifndef TP_CONFIG_H
+#define TP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- the configuration ---- */
+
+typedef struct tp_listener_config {
+    char *host;     /* address to bind; default TP_CFG_DEFAULT_HOST */
+    int port;       /* 1..65535, required */
+    char *tls_cert; /* PEM certificate chain file; NULL means plain HTTP */
+    char *tls_key;  /* PEM private key file; required when tls_cert is set */
+} tp_listener_config_t;
+
+/* What every daemon's section has: its listeners and worker count. Plane issues extend the
+ * daemon sections with their own fields after these. */
+typedef struct tp_plane_config {
+    tp_listener_config_t *listen; /* array of listen_count listeners; at least one */
+    size_t listen_count;
+    int workers; /* worker threads; 0 means one per CPU core */
+} tp_plane_config_t;
+
+typedef struct tp_common_config {
+    char *log_level;            /* debug | info | warn | error */
+    int64_t max_request_size;   /* bytes; larger request bodies get 413 */
+    int idle_timeout_ms;        /* idle keep-alive / HTTP/2 connections are closed after this */
+    int request_timeout_ms;     /* time allowed to receive a request's head and body */
+    int shutdown_timeout_ms;    /* on SIGTERM, in-flight requests get this long to finish */
+} tp_common_config_t;
+
+typedef struct tp_store_config {
+    char *path;                /* SQLite database file */
+    int busy_timeout_ms;       /* sqlite3_busy_timeout for every connection */
+    int watch_interval_ms;     /* how often PRAGMA data_version is polled */
+    int writer_queue_size;     /* records the writer queue holds before it is full */
+    int writer_batch_size;     /* records committed per transaction at most */
+    int writer_flush_ms;       /* a batch is committed after at most this long */
+    int writer_block_ms;       /* a producer waits this long on a full queue before dropping */
+} tp_store_config_t;
+
+typedef struct tp_control_config {
+    char *dir; /* directory holding <daemon>.sock */
+} tp_control_config_t;
+
+typedef struct tp_config {
+    char *path; /* the file it was loaded from (absolute when possible) */
+    tp_common_config_t common;
+    tp_store_config_t store;
+    tp_control_config_t control;
+    tp_plane_config_t model_gw;
+    tp_plane_config_t mcp_gw;
+    tp_plane_config_t agent_gw;
+} tp_config_t;
+
+/* Defaults, each with its reason. */
+#define TP_CFG_DEFAULT_HOST                "127.0.0.1" /* never expose by accident; containers set 0.0.0.0 */
+#define TP_CFG_DEFAULT_LOG_LEVEL           "info"
+#define TP_CFG_DEFAULT_MAX_REQUEST_SIZE    "8388608" /* 8 MiB: long chat histories fit, abuse does not */
+#define TP_CFG_DEFAULT_IDLE_TIMEOUT_MS     "60000"   /* one minute, like common reverse proxies */
+#define TP_CFG_DEFAULT_REQUEST_TIMEOUT_MS  "30000"   /* slow-loris bound for receiving a request */
+#define TP_CFG_DEFAULT_SHUTDOWN_TIMEOUT_MS "30000"   /* long enough for a typical streamed completion */
+#define TP_CFG_DEFAULT_STORE_PATH          "var/triplane.db"
+#define TP_CFG_DEFAULT_BUSY_TIMEOUT_MS     "5000" /* three daemons and gwctl share one file */
+#define TP_CFG_DEFAULT_WATCH_INTERVAL_MS   "250"  /* how quickly a change by gwctl takes effect */
+#define TP_CFG_DEFAULT_WRITER_QUEUE_SIZE   "65536"
+#define TP_CFG_DEFAULT_WRITER_BATCH_SIZE   "512"
+#define TP_CFG_DEFAULT_WRITER_FLUSH_MS     "5" /* bounded latency from accept to commit */
+#define TP_CFG_DEFAULT_WRITER_BLOCK_MS     "5" /* brief back-pressure before counting a drop */
+#define TP_CFG_DEFAULT_CONTROL_DIR         "var/run"
+
+/* Loads and validates a configuration file into *cfg (zeroed first). Returns 0 on success.
+ * On failure returns -EINVAL (or -errno when the file cannot be read) and sets *errors to a
+ * malloc'd string of one line per problem, "FILE:LINE: KEY: message" (free() it); *cfg is then
+ * left freed. Every problem found is reported, not only the first. */
+int tp_config_load(const char *path, tp_config_t *cfg, char **errors);
+
+/* Same as tp_config_load, from a string; `name` is used as the file name in errors. */
+int tp_config_load_string(const char *name, const char *text, tp_config_t *cfg, char **errors);
+
+/* Frees everything tp_config_load allocated inside cfg (not cfg itself). Safe on a zeroed cfg. */
+void tp_config_free(tp_config_t *cfg);
+
+/* The section of the daemon with this name ("model-gw", "mcp-gw", "agent-gw"), or NULL. */
+const tp_plane_config_t *tp_config_plane(const tp_config_t *cfg, const char *daemon);
+
+/* ---- the table engine, for sections defined elsewhere ---- */
+
+typedef enum tp_cfg_type {
+    TP_CFG_STRING,  /* char *; default may be NULL */
+    TP_CFG_INT,     /* int; min/max checked */
+    TP_CFG_INT64,   /* int64_t; min/max checked; accepts suffixes k, m, g (×1024) for sizes */
+    TP_CFG_BOOL,    /* bool; true/false/yes/no/on/off */
+    TP_CFG_ENUM,    /* char *; must be one of `choices` (NULL-terminated) */
+    TP_CFG_SECTION, /* a nested mapping described by `sub`, stored inline at offset */
+    TP_CFG_LIST,    /* a sequence of mappings described by `sub`: a pointer to an array of
+                       elem_size elements at offset, and its size_t count at count_offset */
+} tp_cfg_type_t;
+
+typedef struct tp_cfg_field tp_cfg_field_t;
+
+/* Validates a parsed value; returns NULL when fine, or a static message. `value` points at the
+ * field inside the struct. */
+typedef const char *(*tp_cfg_validator_t)(const void *value);
+
+struct tp_cfg_field {
+    const char *key;
+    tp_cfg_type_t type;
+    size_t offset;
+    const char *def;   /* default as YAML scalar text; NULL means none (then see `required`) */
+    bool required;     /* missing key is an error */
+    int64_t min, max;  /* for INT/INT64, when min < max */
+    const char *const *choices;    /* for ENUM */
+    const tp_cfg_field_t *sub;     /* for SECTION and LIST: table ending with key == NULL */
+    size_t elem_size;              /* for LIST */
+    size_t count_offset;           /* for LIST */
+    tp_cfg_validator_t validate;   /* optional */
+    const char *doc;               /* one line for the configuration reference */
+};
+
+/* The top-level table (sections), for documentation generators and tests. */
+extern const tp_cfg_field_t tp_config_table[];
+
+#endif

@@ -1,0 +1,147 @@
+/*
+ * store.h — the SQLite state store shared by the three daemons and gwctl.
+ *
+ * One database file in WAL mode. The schema is versioned with PRAGMA user_version and changed
+ * only by forward-only migrations (store_schema.c) that run inside BEGIN IMMEDIATE, so three
+ * daemons starting at the same moment migrate exactly once.
+ *
+ * Three parts:
+ *  - tp_store_t: a connection for the thread that opened it (the daemon's main thread, or
+ *    gwctl). Never used on a request path.
+ *  - tp_store_writer_t: a writer thread with its own connection that takes records (audit,
+ *    usage) from a bounded in-memory queue and commits them in batches.
+ *  - the watcher: polls PRAGMA data_version on a libuv timer and calls back when another
+ *    connection committed a change to the state that daemons snapshot (keys, policies, kills…).
+ */
+#ifndef TP_STORE_H
+#define TP_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "metrics.h"
+
+typedef struct tp_store tp_store_t;
+typedef struct tp_store_writer tp_store_writer_t;
+
+typedef struct tp_store_options {
+    int busy_timeout_ms;   /* sqlite3_busy_timeout */
+    bool create;           /* create the file when missing (gwctl init, daemons); false: must exist */
+} tp_store_options_t;
+
+/* The schema version this build migrates to. */
+int tp_store_schema_latest(void);
+
+/* Opens (creating if allowed) the database at `path`, sets WAL, busy_timeout and foreign keys,
+ * and migrates to tp_store_schema_latest(). Returns 0 and *out, or a negative errno-style code
+ * and a malloc'd message in *err ("open var/x.db: unable to open database file"). A database
+ * newer than this build (user_version > latest) is refused with -EPROTO. */
+int tp_store_open(const char *path, const tp_store_options_t *opts, tp_store_t **out, char **err);
+
+/* Closes the connection. Stops the watcher first if it runs. */
+void tp_store_close(tp_store_t *store);
+
+/* The underlying connection, for modules that read or change state (policy, gwctl). Owned by
+ * the store; use only on the thread that opened it. */
+sqlite3 *tp_store_db(tp_store_t *store);
+
+const char *tp_store_path(const tp_store_t *store);
+
+/* PRAGMA user_version as read now, or a negative code. */
+int tp_store_schema_version(tp_store_t *store);
+
+/* Runs a cheap query to check the store is reachable. Returns 0 or a negative code. */
+int tp_store_ping(tp_store_t *store);
+
+/* The current value of the state_version counter that triggers bump whenever a snapshotted
+ * table (kills now; keys, principals, policies later) changes. */
+int64_t tp_store_state_version(tp_store_t *store);
+
+/* ---- change watching ---- */
+
+/* Called on the loop thread when state_version changed since the last call (or since
+ * tp_store_watch_start); never when it did not. */
+typedef void (*tp_store_change_cb)(tp_store_t *store, int64_t state_version, void *data);
+
+/* Starts polling PRAGMA data_version every interval_ms on `loop` (a cheap read of the WAL
+ * index, no disk I/O when nothing changed). When it changes, re-reads state_version and calls
+ * cb when that changed. The watcher also records whether the store is reachable
+ * (tp_store_healthy). Returns 0 or a negative code. One watcher per store. */
+int tp_store_watch_start(tp_store_t *store, uv_loop_t *loop, unsigned interval_ms, tp_store_change_cb cb,
+                         void *data);
+
+/* Stops the watcher; its timer is closed asynchronously on the loop. */
+void tp_store_watch_stop(tp_store_t *store);
+
+/* True when the last poll (or open) succeeded. Thread-safe (an atomic), so readiness checks
+ * on worker threads may read it without touching SQLite. */
+bool tp_store_healthy(const tp_store_t *store);
+
+/* ---- the batching writer ---- */
+
+typedef enum tp_store_value_type {
+    TP_STORE_NULL = 0,
+    TP_STORE_INT,
+    TP_STORE_REAL,
+    TP_STORE_TEXT,
+} tp_store_value_type_t;
+
+typedef struct tp_store_value {
+    tp_store_value_type_t type;
+    union {
+        int64_t i;
+        double r;
+        const char *s; /* copied by tp_store_submit */
+    } u;
+} tp_store_value_t;
+
+#define TP_STORE_MAX_PARAMS 16
+
+typedef struct tp_store_writer_options {
+    size_t queue_size; /* records held at most */
+    size_t batch_size; /* records per transaction at most */
+    unsigned flush_ms; /* a record waits at most this long before its batch commits */
+    unsigned block_ms; /* a producer waits this long for room when the queue is full */
+    int busy_timeout_ms;
+} tp_store_writer_options_t;
+
+/* Starts the writer thread with its own connection to `path` (which must exist and be
+ * migrated). Registers metrics in `metrics` when not NULL:
+ * triplane_store_records_total{result="committed|dropped|failed"}, triplane_store_queue_depth,
+ * triplane_store_batch_seconds. Returns 0 and *out, or a negative code and *err. */
+int tp_store_writer_start(const char *path, const tp_store_writer_options_t *opts, tp_metrics_t *metrics,
+                          tp_store_writer_t **out, char **err);
+
+/* Queues one record: `sql` is an INSERT (or any single statement) with n (<= TP_STORE_MAX_PARAMS)
+ * '?' parameters; sql must be a string literal or otherwise outlive the writer (prepared
+ * statements are cached by pointer). Text values are copied. Thread-safe.
+ * Returns 0 when queued; when the queue is full it waits up to block_ms, then returns -EAGAIN,
+ * counts a drop and logs a warning (rate-limited). After tp_store_writer_stop began: -ESHUTDOWN. */
+int tp_store_submit(tp_store_writer_t *w, const char *sql, const tp_store_value_t *values, size_t n);
+
+/* Records an audit entry (actor, action, target, detail JSON text or NULL) through the writer. */
+int tp_store_submit_audit(tp_store_writer_t *w, const char *actor, const char *action, const char *target,
+                          const char *detail_json);
+
+/* Blocks until every record queued before the call is committed (or failed). For tests and
+ * for commands that need read-your-writes. */
+void tp_store_writer_flush(tp_store_writer_t *w);
+
+/* Stops accepting records, commits everything queued, joins the thread and frees the writer.
+ * Nothing accepted by tp_store_submit is lost unless SQLite itself fails, which is logged and
+ * counted as failed. */
+void tp_store_writer_stop(tp_store_writer_t *w);
+
+/* Records in the queue now (for the status command and tests). */
+size_t tp_store_writer_depth(tp_store_writer_t *w);
+
+/* ---- helpers for short admin transactions (gwctl) ---- */
+
+/* Runs SQL with no result rows. Returns 0 or a negative code with *err set (malloc'd). */
+int tp_store_exec(tp_store_t *store, const char *sql, char **err);
+
+#endif
