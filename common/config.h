@@ -33,21 +33,22 @@ typedef struct tp_plane_config {
 } tp_plane_config_t;
 
 typedef struct tp_common_config {
-    char *log_level;            /* debug | info | warn | error */
-    int64_t max_request_size;   /* bytes; larger request bodies get 413 */
-    int idle_timeout_ms;        /* idle keep-alive / HTTP/2 connections are closed after this */
-    int request_timeout_ms;     /* time allowed to receive a request's head and body */
-    int shutdown_timeout_ms;    /* on SIGTERM, in-flight requests get this long to finish */
+    char *log_level;          /* debug | info | warn | error */
+    int64_t max_request_size; /* bytes; larger request bodies get 413 */
+    int idle_timeout_ms;      /* idle keep-alive / HTTP/2 connections are closed after this */
+    int request_timeout_ms;   /* time allowed to receive a request's head and body */
+    int shutdown_timeout_ms;  /* on SIGTERM, in-flight requests get this long to finish */
+    bool debug_endpoints;     /* serve /debug/sleep, for drills and tests */
 } tp_common_config_t;
 
 typedef struct tp_store_config {
-    char *path;                /* SQLite database file */
-    int busy_timeout_ms;       /* sqlite3_busy_timeout for every connection */
-    int watch_interval_ms;     /* how often PRAGMA data_version is polled */
-    int writer_queue_size;     /* records the writer queue holds before it is full */
-    int writer_batch_size;     /* records committed per transaction at most */
-    int writer_flush_ms;       /* a batch is committed after at most this long */
-    int writer_block_ms;       /* a producer waits this long on a full queue before dropping */
+    char *path;            /* SQLite database file */
+    int busy_timeout_ms;   /* sqlite3_busy_timeout for every connection */
+    int watch_interval_ms; /* how often PRAGMA data_version is polled */
+    int writer_queue_size; /* records the writer queue holds before it is full */
+    int writer_batch_size; /* records committed per transaction at most */
+    int writer_flush_ms;   /* a batch is committed after at most this long */
+    int writer_block_ms;   /* a producer waits this long on a full queue before dropping */
 } tp_store_config_t;
 
 typedef struct tp_control_config {
@@ -118,15 +119,15 @@ struct tp_cfg_field {
     const char *key;
     tp_cfg_type_t type;
     size_t offset;
-    const char *def;   /* default as YAML scalar text; NULL means none (then see `required`) */
-    bool required;     /* missing key is an error */
-    int64_t min, max;  /* for INT/INT64, when min < max */
-    const char *const *choices;    /* for ENUM */
-    const tp_cfg_field_t *sub;     /* for SECTION and LIST: table ending with key == NULL */
-    size_t elem_size;              /* for LIST */
-    size_t count_offset;           /* for LIST */
-    tp_cfg_validator_t validate;   /* optional */
-    const char *doc;               /* one line for the configuration reference */
+    const char *def;             /* default as YAML scalar text; NULL means none (then see `required`) */
+    bool required;               /* missing key is an error */
+    int64_t min, max;            /* for INT/INT64, when min < max */
+    const char *const *choices;  /* for ENUM */
+    const tp_cfg_field_t *sub;   /* for SECTION and LIST: table ending with key == NULL */
+    size_t elem_size;            /* for LIST */
+    size_t count_offset;         /* for LIST */
+    tp_cfg_validator_t validate; /* optional */
+    const char *doc;             /* one line for the configuration reference */
 };
 
 /* The top-level table (sections), for documentation generators and tests. */
