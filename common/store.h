@@ -29,8 +29,8 @@ typedef struct tp_store tp_store_t;
 typedef struct tp_store_writer tp_store_writer_t;
 
 typedef struct tp_store_options {
-    int busy_timeout_ms;   /* sqlite3_busy_timeout */
-    bool create;           /* create the file when missing (gwctl init, daemons); false: must exist */
+    int busy_timeout_ms; /* sqlite3_busy_timeout */
+    bool create;         /* create the file when missing (gwctl init, daemons); false: must exist */
 } tp_store_options_t;
 
 /* The schema version this build migrates to. */
@@ -42,7 +42,10 @@ int tp_store_schema_latest(void);
  * newer than this build (user_version > latest) is refused with -EPROTO. */
 int tp_store_open(const char *path, const tp_store_options_t *opts, tp_store_t **out, char **err);
 
-/* Closes the connection. Stops the watcher first if it runs. */
+/* Closes the connection. Stops the watcher first if it runs. The watcher's timer is embedded in
+ * the store and libuv closes it asynchronously: when a watcher was started, the store's memory
+ * is released by the timer's close callback, so the loop must run (uv_run) once more after
+ * this, as it must anyway before uv_loop_close. No callback fires after this returns. */
 void tp_store_close(tp_store_t *store);
 
 /* The underlying connection, for modules that read or change state (policy, gwctl). Owned by
@@ -68,13 +71,16 @@ int64_t tp_store_state_version(tp_store_t *store);
 typedef void (*tp_store_change_cb)(tp_store_t *store, int64_t state_version, void *data);
 
 /* Starts polling PRAGMA data_version every interval_ms on `loop` (a cheap read of the WAL
- * index, no disk I/O when nothing changed). When it changes, re-reads state_version and calls
- * cb when that changed. The watcher also records whether the store is reachable
- * (tp_store_healthy). Returns 0 or a negative code. One watcher per store. */
-int tp_store_watch_start(tp_store_t *store, uv_loop_t *loop, unsigned interval_ms, tp_store_change_cb cb,
-                         void *data);
+ * index, no disk I/O when nothing changed). When it changes (another connection committed), or
+ * this connection itself changed rows, re-reads state_version and calls cb when that changed.
+ * The watcher also records whether the store is reachable (tp_store_healthy); a failed poll
+ * logs one warning per change of state. `loop` must run on the thread that opened the store.
+ * Returns 0, -EINVAL (no cb, interval 0), -EBUSY (a watcher runs, or a stopped one has not
+ * finished closing), or a libuv error. One watcher per store. */
+int tp_store_watch_start(tp_store_t *store, uv_loop_t *loop, unsigned interval_ms, tp_store_change_cb cb, void *data);
 
-/* Stops the watcher; its timer is closed asynchronously on the loop. */
+/* Stops the watcher: cb is not called any more. Its timer is closed asynchronously on the loop;
+ * a new watcher can start once the loop ran the close. Does nothing when none runs. */
 void tp_store_watch_stop(tp_store_t *store);
 
 /* True when the last poll (or open) succeeded. Thread-safe (an atomic), so readiness checks
@@ -103,7 +109,7 @@ typedef struct tp_store_value {
 
 typedef struct tp_store_writer_options {
     size_t queue_size; /* records held at most */
-    size_t batch_size; /* records per transaction at most */
+    size_t batch_size; /* records per transaction at most (no more than queue_size) */
     unsigned flush_ms; /* a record waits at most this long before its batch commits */
     unsigned block_ms; /* a producer waits this long for room when the queue is full */
     int busy_timeout_ms;
@@ -118,12 +124,16 @@ int tp_store_writer_start(const char *path, const tp_store_writer_options_t *opt
 
 /* Queues one record: `sql` is an INSERT (or any single statement) with n (<= TP_STORE_MAX_PARAMS)
  * '?' parameters; sql must be a string literal or otherwise outlive the writer (prepared
- * statements are cached by pointer). Text values are copied. Thread-safe.
- * Returns 0 when queued; when the queue is full it waits up to block_ms, then returns -EAGAIN,
- * counts a drop and logs a warning (rate-limited). After tp_store_writer_stop began: -ESHUTDOWN. */
+ * statements are cached by pointer). Text values are copied (a NULL text is SQL NULL).
+ * Thread-safe. Returns 0 when queued, -EINVAL for n too large; when the queue is full it waits
+ * up to block_ms, then returns -EAGAIN, counts a drop and logs a warning (at most one a second,
+ * with the number dropped since the last). After tp_store_writer_stop began: -ESHUTDOWN.
+ * A record that fails when it runs (a constraint, a bad statement) is logged, counted as failed
+ * and skipped; the other records of its batch still commit. */
 int tp_store_submit(tp_store_writer_t *w, const char *sql, const tp_store_value_t *values, size_t n);
 
-/* Records an audit entry (actor, action, target, detail JSON text or NULL) through the writer. */
+/* Records an audit entry (actor, action, target, detail JSON text or NULL) through the writer,
+ * stamped with the wall clock now. Returns as tp_store_submit; -EINVAL when actor or action is NULL. */
 int tp_store_submit_audit(tp_store_writer_t *w, const char *actor, const char *action, const char *target,
                           const char *detail_json);
 
@@ -133,10 +143,13 @@ void tp_store_writer_flush(tp_store_writer_t *w);
 
 /* Stops accepting records, commits everything queued, joins the thread and frees the writer.
  * Nothing accepted by tp_store_submit is lost unless SQLite itself fails, which is logged and
- * counted as failed. */
+ * counted as failed; a write lock that another connection never releases is waited for a few
+ * busy timeouts, then the rest is counted as failed. Producers blocked in tp_store_submit
+ * return -ESHUTDOWN; the caller makes sure no thread calls into the writer after this returns. */
 void tp_store_writer_stop(tp_store_writer_t *w);
 
-/* Records in the queue now (for the status command and tests). */
+/* Records in the queue now, including the batch being committed (for the status command and
+ * tests). The triplane_store_queue_depth gauge is the same number, sampled at each batch. */
 size_t tp_store_writer_depth(tp_store_writer_t *w);
 
 /* ---- helpers for short admin transactions (gwctl) ---- */
