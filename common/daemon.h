@@ -1,0 +1,67 @@
+/*
+ * daemon.h — the life of a Triplane daemon, shared by model-gw, mcp-gw and agent-gw.
+ *
+ * tp_daemon_main parses the command line (--config, --check-config, --help, --version), loads
+ * the configuration, opens and migrates the store, starts the store writer, loads the state
+ * snapshot, starts the HTTP server (with /healthz, /readyz, /metrics) and the control socket
+ * (status, reload), and runs until SIGTERM or SIGINT, then shuts down gracefully: stop
+ * accepting, let in-flight requests finish up to common.shutdown_timeout_ms, drain the store
+ * writer, exit 0. SIGHUP (or the control command `reload`) re-reads what can change at run time.
+ *
+ * A plane plugs in through tp_daemon_spec_t; everything it registers happens in `setup`.
+ */
+#ifndef TP_DAEMON_H
+#define TP_DAEMON_H
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "config.h"
+#include "control.h"
+#include "metrics.h"
+#include "server.h"
+#include "store.h"
+
+typedef struct tp_daemon tp_daemon_t;
+
+/* How the daemon builds the immutable state snapshot it serves from (keys, policies, kills). It
+ * is loaded at start (the daemon is not ready until that succeeded) and again whenever the
+ * store's state_version changes or on reload. The policy library provides these. */
+typedef struct tp_state_ops {
+    /* Builds a new snapshot from the store (main thread). Returns NULL and *err on failure. */
+    void *(*load)(sqlite3 *db, char **err);
+    /* Releases a snapshot. */
+    void (*release)(void *state);
+    /* Describes a snapshot for the status command (new reference). */
+    json_t *(*describe)(const void *state);
+} tp_state_ops_t;
+
+typedef struct tp_daemon_spec {
+    const char *name;                /* "model-gw": also the control socket name and config section */
+    const char *summary;             /* one line for --help */
+    const tp_state_ops_t *state_ops; /* required */
+    tp_error_fn error_fn;            /* the plane's error envelope; NULL for the default */
+    /* Registers the plane's routes, readiness checks and control commands. Runs on the main
+     * thread after the server is created and before it starts. Returns 0, or non-zero with *err. */
+    int (*setup)(tp_daemon_t *d, char **err);
+    /* Called on the main thread after a new state snapshot was installed. Optional. */
+    void (*on_state)(tp_daemon_t *d, const void *state);
+} tp_daemon_spec_t;
+
+/* Runs the daemon; returns the process exit status (0 after a clean shutdown, 1 on a start-up
+ * failure, 2 on a usage or configuration error). */
+int tp_daemon_main(const tp_daemon_spec_t *spec, int argc, char **argv);
+
+/* Accessors for setup and callbacks (all owned by the daemon). */
+const tp_config_t *tp_daemon_config(const tp_daemon_t *d);
+tp_server_t *tp_daemon_server(tp_daemon_t *d);
+tp_metrics_t *tp_daemon_metrics(tp_daemon_t *d);
+tp_store_t *tp_daemon_store(tp_daemon_t *d);
+tp_store_writer_t *tp_daemon_writer(tp_daemon_t *d);
+tp_control_server_t *tp_daemon_control(tp_daemon_t *d);
+uv_loop_t *tp_daemon_loop(tp_daemon_t *d);
+/* The current state snapshot (main thread only; valid until the next state change). */
+const void *tp_daemon_state(const tp_daemon_t *d);
+
+#endif
