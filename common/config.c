@@ -991,3 +991,87 @@ tp_config_plane(const tp_config_t *cfg, const char *daemon)
         return &cfg->agent_gw;
     return NULL;
 }
+
+/* ---- the configuration reference ---- */
+
+static const char *
+type_name(const tp_cfg_field_t *f)
+{
+    switch (f->type) {
+    case TP_CFG_STRING:
+        return "string";
+    case TP_CFG_INT:
+        return "integer";
+    case TP_CFG_INT64:
+        return "size";
+    case TP_CFG_BOOL:
+        return "boolean";
+    case TP_CFG_ENUM:
+        return "choice";
+    case TP_CFG_SECTION:
+        return "section";
+    case TP_CFG_LIST:
+        return "list";
+    }
+    return "?";
+}
+
+static void strbuf_printf(strbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+strbuf_printf(strbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    strbuf_vprintf(b, fmt, ap);
+    va_end(ap);
+}
+
+static void
+reference_rows(strbuf_t *b, const tp_cfg_field_t *table, const char *prefix)
+{
+    for (const tp_cfg_field_t *f = table; f->key != NULL; f++) {
+        char *key = tp_sprintf("%s%s", prefix, f->key);
+        strbuf_printf(b, "| `%s` | %s | ", key, type_name(f));
+        if (f->required)
+            strbuf_printf(b, "required");
+        else if (f->def != NULL)
+            strbuf_printf(b, "`%s`", f->def);
+        strbuf_printf(b, " | %s", f->doc != NULL ? f->doc : "");
+        if (f->type == TP_CFG_ENUM) {
+            strbuf_printf(b, " (one of:");
+            for (const char *const *c = f->choices; *c != NULL; c++)
+                strbuf_printf(b, " `%s`", *c);
+            strbuf_printf(b, ")");
+        }
+        if ((f->type == TP_CFG_INT || f->type == TP_CFG_INT64) && f->min < f->max)
+            strbuf_printf(b, " (at least %lld)", (long long)f->min);
+        strbuf_printf(b, " |\n");
+        if (f->type == TP_CFG_LIST) {
+            char *sub = tp_sprintf("%s[].", key);
+            reference_rows(b, f->sub, sub);
+            free(sub);
+        }
+        free(key);
+    }
+}
+
+char *
+tp_config_reference(void)
+{
+    strbuf_t b = { 0 };
+    strbuf_printf(&b, "# Configuration reference\n\n"
+                      "Generated from the configuration tables in `common/config.c` by `gwctl config reference`;\n"
+                      "the test suite fails when this file and the tables disagree.\n\n"
+                      "One YAML file configures all three daemons. Every key is optional unless marked required;\n"
+                      "unknown keys are errors. Scalars may use `${VAR}` (an unset variable is an error),\n"
+                      "`${VAR:-default}`, and `$$` for a literal `$`. Sizes take `k`, `m` and `g` suffixes (×1024).\n");
+    for (const tp_cfg_field_t *s = tp_config_table; s->key != NULL; s++) {
+        strbuf_printf(&b, "\n## `%s`\n\n%s.\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n", s->key,
+                      s->doc);
+        char *prefix = tp_sprintf("%s.", s->key);
+        reference_rows(&b, s->sub, prefix);
+        free(prefix);
+    }
+    return b.data;
+}

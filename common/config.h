@@ -96,6 +96,10 @@ void tp_config_free(tp_config_t *cfg);
 /* The section of the daemon with this name ("model-gw", "mcp-gw", "agent-gw"), or NULL. */
 const tp_plane_config_t *tp_config_plane(const tp_config_t *cfg, const char *daemon);
 
+/* The configuration reference (Markdown) generated from the tables: docs/configuration.md.
+ * Returns a malloc'd string. */
+char *tp_config_reference(void);
+
 /* ---- the table engine, for sections defined elsewhere ---- */
 
 typedef enum tp_cfg_type {

@@ -1,0 +1,56 @@
+/*
+ * gwctl.h — what every gwctl command shares: the resolved global options and small output helpers.
+ *
+ * Where things are comes from, in order: the command-line flag, the environment variable,
+ * the configuration file, the built-in default.
+ *   --config PATH       TRIPLANE_CONFIG       (default /etc/triplane/triplane.yaml, if it exists)
+ *   --store PATH        TRIPLANE_STORE        (store.path in the configuration)
+ *   --control-dir DIR   TRIPLANE_CONTROL_DIR  (control.dir in the configuration)
+ *   --json              print JSON instead of tables
+ */
+#ifndef GWCTL_H
+#define GWCTL_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "store.h"
+
+typedef struct gwctl {
+    const char *config_path; /* NULL when no configuration file is used */
+    char *store_path;
+    char *control_dir;
+    int busy_timeout_ms;
+    bool json;
+    int timeout_ms; /* control-socket deadline */
+} gwctl_t;
+
+typedef struct gwctl_command {
+    const char *name;
+    const char *summary;
+    const char *usage; /* printed by `gwctl NAME --help` after "usage: gwctl NAME" */
+    /* Runs the command with its own arguments (argv[0] is the command name). Returns the exit
+     * status: 0 success, 1 failure, 2 usage error. */
+    int (*run)(gwctl_t *g, int argc, char **argv);
+} gwctl_command_t;
+
+/* Opens the store (creating and migrating it when `create`); prints the error and returns NULL
+ * on failure. */
+tp_store_t *gwctl_open_store(gwctl_t *g, bool create);
+
+/* Prints a JSON value to stdout (indented) and releases it. */
+void gwctl_print_json(json_t *value);
+
+/* Prints rows as an aligned table: `cells` is rows × cols strings, row 0 is the header. */
+void gwctl_print_table(const char *const *cells, size_t rows, size_t cols);
+
+/* True when argv holds -h or --help; prints the command's usage to stdout then. */
+bool gwctl_wants_help(const gwctl_command_t *cmd, int argc, char **argv);
+
+extern const gwctl_command_t gwctl_cmd_config;
+extern const gwctl_command_t gwctl_cmd_init;
+extern const gwctl_command_t gwctl_cmd_status;
+extern const gwctl_command_t gwctl_cmd_reload;
+
+#endif
