@@ -63,20 +63,19 @@ const char *tp_control_path(const tp_control_server_t *srv);
 int tp_control_request(const char *path, json_t *request, int timeout_ms, json_t **response, char **err);
 
 typedef struct tp_control_result {
-    char *name;          /* daemon name: the socket file name without ".sock" */
-    char *path;          /* socket path */
-    int status;          /* 0, or a negative code as for tp_control_request */
-    char *error;         /* message when status != 0 */
-    json_t *response;    /* the answer object when status == 0 */
-    double elapsed_ms;   /* from the start of the broadcast to the answer (or failure) */
+    char *name;        /* daemon name: the socket file name without ".sock" */
+    char *path;        /* socket path */
+    int status;        /* 0, or a negative code as for tp_control_request */
+    char *error;       /* message when status != 0 */
+    json_t *response;  /* the answer object when status == 0 */
+    double elapsed_ms; /* from the start of the broadcast to the answer (or failure) */
 } tp_control_result_t;
 
 /* Sends `request` to every *.sock in `dir` at once and collects the answers until deadline_ms
  * has passed since the call. Results are sorted by name. Returns the number of sockets found
  * (>= 0) and *results (free with tp_control_results_free), or a negative code with *err when
  * the directory cannot be read. */
-int tp_control_broadcast(const char *dir, json_t *request, int deadline_ms, tp_control_result_t **results,
-                         char **err);
+int tp_control_broadcast(const char *dir, json_t *request, int deadline_ms, tp_control_result_t **results, char **err);
 
 void tp_control_results_free(tp_control_result_t *results, size_t n);
 

@@ -135,4 +135,3 @@ tp_fatal(const char *what)
     (void)rv;
     abort();
 }
-
