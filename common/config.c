@@ -249,12 +249,183 @@ static const tp_cfg_field_t agent_gw_fields[] = {
     { .key = NULL },
 };
 
+static const char *const principal_kinds[] = { "user", "service", "agent", NULL };
+
+static const char *
+check_algorithm(const void *value)
+{
+    static const char *const known[] = { "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
+                                         "PS384", "PS512", "ES256", "ES384", "ES512", NULL };
+    const char *alg = *(char *const *)value;
+    for (const char *const *k = known; *k != NULL; k++) {
+        if (strcmp(alg, *k) == 0)
+            return NULL;
+    }
+    return "unknown or refused algorithm (allowed: HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512)";
+}
+
+static const char *
+check_issuer(const void *value)
+{
+    const tp_jwt_issuer_config_t *j = value;
+    bool hs = false, pk = false;
+    for (size_t i = 0; i < j->algorithm_count; i++) {
+        if (strncmp(j->algorithms[i], "HS", 2) == 0)
+            hs = true;
+        else
+            pk = true;
+    }
+    if (j->algorithm_count == 0)
+        return "algorithms must name at least one algorithm";
+    if (j->audience_count == 0)
+        return "audience must name at least one accepted audience";
+    if (hs && j->hs_secret == NULL)
+        return "an HS algorithm needs hs_secret";
+    if (pk && j->public_key_file == NULL && j->jwks_file == NULL)
+        return "an RS, PS or ES algorithm needs public_key_file or jwks_file";
+    if (j->hs_secret != NULL && strlen(j->hs_secret) < 32)
+        return "hs_secret must be at least 32 bytes";
+    return NULL;
+}
+
+static const tp_cfg_field_t claims_fields[] = {
+    { .key = "principal",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_jwt_claims_config_t, principal),
+      .def = "sub",
+      .validate = check_not_empty,
+      .doc = "claim holding the principal id" },
+    { .key = "kind",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_jwt_claims_config_t, kind),
+      .def = "kind",
+      .validate = check_not_empty,
+      .doc = "claim holding the principal kind (user, service or agent)" },
+    { .key = "team",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_jwt_claims_config_t, team),
+      .def = "team",
+      .validate = check_not_empty,
+      .doc = "claim holding the team" },
+    { .key = "roles",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_jwt_claims_config_t, roles),
+      .def = "roles",
+      .validate = check_not_empty,
+      .doc = "claim holding the roles (an array, or a space-separated string)" },
+    { .key = NULL },
+};
+
+static const tp_cfg_field_t jwt_fields[] = {
+    { .key = "issuer",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_jwt_issuer_config_t, issuer),
+      .required = true,
+      .validate = check_not_empty,
+      .doc = "the exact `iss` of tokens from this issuer" },
+    { .key = "audience",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_jwt_issuer_config_t, audiences),
+      .count_offset = offsetof(tp_jwt_issuer_config_t, audience_count),
+      .required = true,
+      .validate = check_not_empty,
+      .doc = "accepted `aud` values (one or a list); a token must carry one" },
+    { .key = "algorithms",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_jwt_issuer_config_t, algorithms),
+      .count_offset = offsetof(tp_jwt_issuer_config_t, algorithm_count),
+      .required = true,
+      .validate = check_algorithm,
+      .doc = "allowed signature algorithms; `none` is never accepted" },
+    { .key = "hs_secret",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_jwt_issuer_config_t, hs_secret),
+      .doc = "HMAC secret for HS algorithms, at least 32 bytes (use ${ENV_VAR})" },
+    { .key = "public_key_file",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_jwt_issuer_config_t, public_key_file),
+      .validate = check_not_empty,
+      .doc = "PEM public key for RS, PS and ES algorithms" },
+    { .key = "jwks_file",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_jwt_issuer_config_t, jwks_file),
+      .validate = check_not_empty,
+      .doc = "JWKS file with the issuer's public keys, chosen by `kid`" },
+    { .key = "leeway_s",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_jwt_issuer_config_t, leeway_s),
+      .def = "60",
+      .min = 0,
+      .max = 3600,
+      .doc = "seconds of clock skew allowed when checking exp and nbf" },
+    { .key = "default_kind",
+      .type = TP_CFG_ENUM,
+      .offset = offsetof(tp_jwt_issuer_config_t, default_kind),
+      .def = "user",
+      .choices = principal_kinds,
+      .doc = "principal kind when a token has no kind claim" },
+    { .key = "claims",
+      .type = TP_CFG_SECTION,
+      .offset = offsetof(tp_jwt_issuer_config_t, claims),
+      .sub = claims_fields,
+      .doc = "which claims map to principal id, kind, team and roles" },
+    { .key = NULL },
+};
+
+static const tp_cfg_field_t auth_fields[] = {
+    { .key = "jwt",
+      .type = TP_CFG_LIST,
+      .offset = offsetof(tp_auth_config_t, jwt),
+      .count_offset = offsetof(tp_auth_config_t, jwt_count),
+      .sub = jwt_fields,
+      .elem_size = sizeof(tp_jwt_issuer_config_t),
+      .validate = check_issuer,
+      .doc = "trusted JWT issuers; tokens from any other issuer are rejected" },
+    { .key = NULL },
+};
+
+static const tp_cfg_field_t price_fields[] = {
+    { .key = "model",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_price_config_t, model),
+      .required = true,
+      .validate = check_not_empty,
+      .doc = "model name or glob (`gpt-4o*`); the first matching entry applies" },
+    { .key = "input_per_million",
+      .type = TP_CFG_DOUBLE,
+      .offset = offsetof(tp_price_config_t, input_per_million),
+      .def = "0",
+      .min = 0,
+      .max = 1000000,
+      .doc = "cost of one million input tokens, in the budget's currency" },
+    { .key = "output_per_million",
+      .type = TP_CFG_DOUBLE,
+      .offset = offsetof(tp_price_config_t, output_per_million),
+      .def = "0",
+      .min = 0,
+      .max = 1000000,
+      .doc = "cost of one million output tokens, in the budget's currency" },
+    { .key = NULL },
+};
+
 const tp_cfg_field_t tp_config_table[] = {
     { .key = "common",
       .type = TP_CFG_SECTION,
       .offset = offsetof(tp_config_t, common),
       .sub = common_fields,
       .doc = "settings shared by the three daemons" },
+    { .key = "auth",
+      .type = TP_CFG_SECTION,
+      .offset = offsetof(tp_config_t, auth),
+      .sub = auth_fields,
+      .doc = "how callers authenticate besides API keys" },
+    { .key = "pricing",
+      .type = TP_CFG_LIST,
+      .offset = offsetof(tp_config_t, pricing),
+      .count_offset = offsetof(tp_config_t, pricing_count),
+      .sub = price_fields,
+      .elem_size = sizeof(tp_price_config_t),
+      .doc = "model prices for budgets in money" },
     { .key = "store",
       .type = TP_CFG_SECTION,
       .offset = offsetof(tp_config_t, store),
@@ -657,6 +828,24 @@ convert_enum(cfg_parser_t *p, const tp_cfg_field_t *f, void *dst, const char *te
     return false;
 }
 
+static bool
+convert_double(cfg_parser_t *p, const tp_cfg_field_t *f, void *dst, const char *text, const char *path, size_t line)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (text[0] == '\0' || end == NULL || *end != '\0' || errno == ERANGE || v != v) {
+        cfg_error(p, line, path, "expected a number, got '%s'", text);
+        return false;
+    }
+    if (f->min < f->max && (v < (double)f->min || v > (double)f->max)) {
+        cfg_error(p, line, path, "must be between %lld and %lld, got '%s'", (long long)f->min, (long long)f->max, text);
+        return false;
+    }
+    *(double *)dst = v;
+    return true;
+}
+
 /* Stores `text` converted to the field's type at dst. Returns false after reporting an error. */
 static bool
 convert_scalar(cfg_parser_t *p, const tp_cfg_field_t *f, void *dst, const char *text, const char *path, size_t line)
@@ -672,8 +861,11 @@ convert_scalar(cfg_parser_t *p, const tp_cfg_field_t *f, void *dst, const char *
         return convert_bool(p, dst, text, path, line);
     case TP_CFG_ENUM:
         return convert_enum(p, f, dst, text, path, line);
+    case TP_CFG_DOUBLE:
+        return convert_double(p, f, dst, text, path, line);
     case TP_CFG_SECTION:
     case TP_CFG_LIST:
+    case TP_CFG_STRINGS:
         break;
     }
     assert(!"not a scalar type");
@@ -686,6 +878,8 @@ scalar_noun(tp_cfg_type_t type)
 {
     if (type == TP_CFG_INT || type == TP_CFG_INT64)
         return "an integer";
+    if (type == TP_CFG_DOUBLE)
+        return "a number";
     return type == TP_CFG_BOOL ? "a boolean" : "a string";
 }
 
@@ -799,6 +993,41 @@ parse_list_field(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yam
         parse_list(p, f, base, node, path);
 }
 
+/* A list of strings: a sequence of scalars, or one scalar; each gets ${VAR} substitution. */
+static void
+parse_strings_field(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yaml_node_t *node, const char *path,
+                    size_t line)
+{
+    char ***dst = (char ***)((char *)base + f->offset);
+    size_t *count = (size_t *)((char *)base + f->count_offset);
+    if (node == NULL) {
+        if (f->required)
+            cfg_error(p, line, path, "required key is missing");
+        return;
+    }
+    if (node->type == YAML_MAPPING_NODE) {
+        error_expected(p, path, node, "a string or a sequence of strings");
+        return;
+    }
+    bool single = node->type == YAML_SCALAR_NODE;
+    size_t n = single ? 1 : (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    *dst = tp_calloc(n, sizeof(char *));
+    *count = n;
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *item = single ? node : yaml_document_get_node(p->doc, node->data.sequence.items.start[i]);
+        char *ipath = single ? tp_strdup(path) : tp_sprintf("%s[%zu]", path, i);
+        if (item->type != YAML_SCALAR_NODE)
+            error_expected(p, ipath, item, "a string");
+        else if (((*dst)[i] = expand_env(p, scalar_text(item), ipath, node_line(item))) != NULL &&
+                 f->validate != NULL) {
+            const char *msg = f->validate(&(*dst)[i]);
+            if (msg != NULL)
+                cfg_error(p, node_line(item), ipath, "%s", msg);
+        }
+        free(ipath);
+    }
+}
+
 /* Walks `table` over the mapping `map` into the struct at base. map NULL (absent) means every
  * field gets its default; `line` is where to report what is missing. */
 static void
@@ -818,6 +1047,8 @@ parse_mapping(cfg_parser_t *p, const tp_cfg_field_t *table, void *base, const ya
             parse_section_field(p, f, dst, node, fpath, at);
         else if (f->type == TP_CFG_LIST)
             parse_list_field(p, f, base, node, fpath, at);
+        else if (f->type == TP_CFG_STRINGS)
+            parse_strings_field(p, f, base, node, fpath, at);
         else
             parse_scalar_field(p, f, dst, node, fpath, at);
         free(fpath);
@@ -841,6 +1072,14 @@ free_fields(const tp_cfg_field_t *table, void *base)
                 free_fields(f->sub, elems + i * f->elem_size);
             free(elems);
             *(char **)dst = NULL;
+            *count = 0;
+        } else if (f->type == TP_CFG_STRINGS) {
+            char **items = *(char ***)dst;
+            size_t *count = (size_t *)((char *)base + f->count_offset);
+            for (size_t i = 0; i < *count; i++)
+                free(items[i]);
+            free(items);
+            *(char ***)dst = NULL;
             *count = 0;
         }
     }
@@ -1012,6 +1251,10 @@ type_name(const tp_cfg_field_t *f)
         return "section";
     case TP_CFG_LIST:
         return "list";
+    case TP_CFG_DOUBLE:
+        return "number";
+    case TP_CFG_STRINGS:
+        return "strings";
     }
     return "?";
 }
@@ -1047,8 +1290,8 @@ reference_rows(strbuf_t *b, const tp_cfg_field_t *table, const char *prefix)
         if ((f->type == TP_CFG_INT || f->type == TP_CFG_INT64) && f->min < f->max)
             strbuf_printf(b, " (at least %lld)", (long long)f->min);
         strbuf_printf(b, " |\n");
-        if (f->type == TP_CFG_LIST) {
-            char *sub = tp_sprintf("%s[].", key);
+        if (f->type == TP_CFG_LIST || f->type == TP_CFG_SECTION) {
+            char *sub = tp_sprintf(f->type == TP_CFG_LIST ? "%s[]." : "%s.", key);
             reference_rows(b, f->sub, sub);
             free(sub);
         }
@@ -1069,7 +1312,7 @@ tp_config_reference(void)
     for (const tp_cfg_field_t *s = tp_config_table; s->key != NULL; s++) {
         strbuf_printf(&b, "\n## `%s`\n\n%s.\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n", s->key,
                       s->doc);
-        char *prefix = tp_sprintf("%s.", s->key);
+        char *prefix = tp_sprintf(s->type == TP_CFG_LIST ? "%s[]." : "%s.", s->key);
         reference_rows(&b, s->sub, prefix);
         free(prefix);
     }

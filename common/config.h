@@ -55,9 +55,47 @@ typedef struct tp_control_config {
     char *dir; /* directory holding <daemon>.sock */
 } tp_control_config_t;
 
+/* Which JWT claims give a principal's id, kind, team and roles. */
+typedef struct tp_jwt_claims_config {
+    char *principal; /* default "sub" */
+    char *kind;      /* default "kind"; when absent from a token, default_kind applies */
+    char *team;      /* default "team" */
+    char *roles;     /* default "roles": an array of strings, or one space-separated string */
+} tp_jwt_claims_config_t;
+
+/* One trusted JWT issuer. A token is verified only against the issuer named by its `iss`. */
+typedef struct tp_jwt_issuer_config {
+    char *issuer;     /* the exact `iss` value */
+    char **audiences; /* accepted `aud` values; a token must carry one of them */
+    size_t audience_count;
+    char **algorithms; /* allowed `alg` values (HS256, RS256, ES256, …); `none` is refused */
+    size_t algorithm_count;
+    char *hs_secret;       /* the HMAC secret for HS* (use ${ENV}) */
+    char *public_key_file; /* a PEM public key for RS*, PS* and ES* */
+    char *jwks_file;       /* a JWKS file; keys are picked by `kid` */
+    int leeway_s;          /* clock skew allowed for exp and nbf */
+    char *default_kind;    /* user | service | agent, when the kind claim is absent */
+    tp_jwt_claims_config_t claims;
+} tp_jwt_issuer_config_t;
+
+typedef struct tp_auth_config {
+    tp_jwt_issuer_config_t *jwt; /* jwt_count trusted issuers */
+    size_t jwt_count;
+} tp_auth_config_t;
+
+/* What a model costs, for budgets in money. `model` is a glob; the first match wins. */
+typedef struct tp_price_config {
+    char *model;
+    double input_per_million;  /* currency units per million input tokens */
+    double output_per_million; /* currency units per million output tokens */
+} tp_price_config_t;
+
 typedef struct tp_config {
     char *path; /* the file it was loaded from (absolute when possible) */
     tp_common_config_t common;
+    tp_auth_config_t auth;
+    tp_price_config_t *pricing; /* pricing_count entries */
+    size_t pricing_count;
     tp_store_config_t store;
     tp_control_config_t control;
     tp_plane_config_t model_gw;
@@ -111,6 +149,9 @@ typedef enum tp_cfg_type {
     TP_CFG_SECTION, /* a nested mapping described by `sub`, stored inline at offset */
     TP_CFG_LIST,    /* a sequence of mappings described by `sub`: a pointer to an array of
                        elem_size elements at offset, and its size_t count at count_offset */
+    TP_CFG_DOUBLE,  /* double; min/max checked when min < max */
+    TP_CFG_STRINGS, /* a sequence of strings: char ** at offset, size_t count at count_offset;
+                       a single scalar is taken as a one-element list */
 } tp_cfg_type_t;
 
 typedef struct tp_cfg_field tp_cfg_field_t;

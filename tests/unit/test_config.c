@@ -473,6 +473,77 @@ booleans(void **state)
                   "t.yaml:2: common.debug_endpoints: expected true/false, yes/no or on/off, got 'maybe'\n");
 }
 
+static void
+jwt_issuers_and_pricing(void **state)
+{
+    (void)state;
+    setenv("TP_TEST_JWT_SECRET", "0123456789abcdef0123456789abcdef", 1);
+    tp_config_t cfg;
+    char *errors = load("auth:\n"
+                        "  jwt:\n"
+                        "    - issuer: https://idp.example\n"
+                        "      audience: [triplane, gw]\n"
+                        "      algorithms: HS256\n"
+                        "      hs_secret: ${TP_TEST_JWT_SECRET}\n"
+                        "      claims: {team: org}\n"
+                        "pricing:\n"
+                        "  - model: gpt-4o*\n"
+                        "    input_per_million: 2.5\n"
+                        "    output_per_million: 10\n",
+                        &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg.auth.jwt_count, 1);
+    const tp_jwt_issuer_config_t *j = &cfg.auth.jwt[0];
+    assert_string_equal(j->issuer, "https://idp.example");
+    assert_int_equal(j->audience_count, 2);
+    assert_string_equal(j->audiences[1], "gw");
+    assert_int_equal(j->algorithm_count, 1); /* one scalar is a one-element list */
+    assert_string_equal(j->algorithms[0], "HS256");
+    assert_string_equal(j->hs_secret, "0123456789abcdef0123456789abcdef");
+    assert_int_equal(j->leeway_s, 60);
+    assert_string_equal(j->default_kind, "user");
+    assert_string_equal(j->claims.principal, "sub");
+    assert_string_equal(j->claims.team, "org");
+    assert_int_equal(cfg.pricing_count, 1);
+    assert_string_equal(cfg.pricing[0].model, "gpt-4o*");
+    assert_true(cfg.pricing[0].input_per_million == 2.5);
+    assert_true(cfg.pricing[0].output_per_million == 10.0);
+    tp_config_free(&cfg);
+    assert_null(cfg.auth.jwt);
+    assert_null(cfg.pricing);
+}
+
+static void
+jwt_issuer_errors(void **state)
+{
+    (void)state;
+    assert_errors("auth:\n"
+                  "  jwt:\n"
+                  "    - issuer: a\n"
+                  "      audience: x\n"
+                  "      algorithms: [RS256, none]\n"
+                  "      public_key_file: k.pem\n"
+                  "    - issuer: b\n"
+                  "      audience: x\n"
+                  "      algorithms: [HS256]\n"
+                  "    - issuer: c\n"
+                  "      audience: x\n"
+                  "      algorithms: [ES256]\n"
+                  "    - issuer: d\n"
+                  "      audience: {a: 1}\n"
+                  "      algorithms: [HS256]\n"
+                  "      hs_secret: short\n"
+                  "pricing:\n"
+                  "  - model: m\n"
+                  "    input_per_million: cheap\n",
+                  "t.yaml:5: auth.jwt[0].algorithms[1]: unknown or refused algorithm (allowed: HS256/384/512, "
+                  "RS256/384/512, PS256/384/512, ES256/384/512)\n"
+                  "t.yaml:7: auth.jwt[1]: an HS algorithm needs hs_secret\n"
+                  "t.yaml:10: auth.jwt[2]: an RS, PS or ES algorithm needs public_key_file or jwks_file\n"
+                  "t.yaml:14: auth.jwt[3].audience: expected a string or a sequence of strings, got a mapping\n"
+                  "t.yaml:19: pricing[0].input_per_million: expected a number, got 'cheap'\n");
+}
+
 int
 main(void)
 {
@@ -499,6 +570,8 @@ main(void)
         cmocka_unit_test(free_twice_and_on_zeroed),
         cmocka_unit_test(load_from_file),
         cmocka_unit_test(booleans),
+        cmocka_unit_test(jwt_issuers_and_pricing),
+        cmocka_unit_test(jwt_issuer_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
