@@ -20,6 +20,15 @@
 
 #include "mem.h"
 
+/* The three triggers that make a change to `table` bump state_version. */
+#define BUMP_TRIGGER(table, event, what)                                                                               \
+    "CREATE TRIGGER " table "_bump_" what " AFTER " event " ON " table " BEGIN"                                        \
+    "  UPDATE meta SET value = value + 1 WHERE key = 'state_version';"                                                 \
+    "END;"
+#define BUMP_TRIGGERS(table)                                                                                           \
+    BUMP_TRIGGER(table, "INSERT", "insert")                                                                            \
+    BUMP_TRIGGER(table, "UPDATE", "update") BUMP_TRIGGER(table, "DELETE", "delete")
+
 static const char *const migrations[] = {
     /* 1: meta counters, the audit log and the kill switch. */
     "CREATE TABLE meta ("
@@ -61,15 +70,89 @@ static const char *const migrations[] = {
     /* Every snapshotted table bumps state_version on any change. Later migrations that add
      * such tables (keys, principals, policies, …) add the same three triggers for them;
      * audit_log and usage tables are not snapshotted and have none. */
-    "CREATE TRIGGER kills_bump_insert AFTER INSERT ON kills BEGIN"
-    "  UPDATE meta SET value = value + 1 WHERE key = 'state_version';"
-    "END;"
-    "CREATE TRIGGER kills_bump_update AFTER UPDATE ON kills BEGIN"
-    "  UPDATE meta SET value = value + 1 WHERE key = 'state_version';"
-    "END;"
-    "CREATE TRIGGER kills_bump_delete AFTER DELETE ON kills BEGIN"
-    "  UPDATE meta SET value = value + 1 WHERE key = 'state_version';"
-    "END;",
+    BUMP_TRIGGERS("kills"),
+
+    /* 2: identity, policy and quotas (libtriplane-policy), and usage records. */
+    "CREATE TABLE teams ("
+    "  id TEXT PRIMARY KEY,"
+    "  description TEXT NOT NULL DEFAULT '',"
+    "  created_at_ms INTEGER NOT NULL,"
+    "  updated_at_ms INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE principals ("
+    "  id TEXT PRIMARY KEY,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('user', 'service', 'agent')),"
+    "  team TEXT,"                         /* free text: JWT teams need no row in teams */
+    "  roles TEXT NOT NULL DEFAULT '[]',"  /* JSON array of strings */
+    "  labels TEXT NOT NULL DEFAULT '{}'," /* JSON object of strings */
+    "  enabled INTEGER NOT NULL DEFAULT 1,"
+    "  description TEXT NOT NULL DEFAULT '',"
+    "  created_at_ms INTEGER NOT NULL,"
+    "  updated_at_ms INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX principals_team ON principals (team);"
+    "CREATE TABLE api_keys ("
+    "  id TEXT PRIMARY KEY," /* the <key-id> of tp_<key-id>_<secret> */
+    "  principal_id TEXT NOT NULL REFERENCES principals (id) ON DELETE CASCADE,"
+    "  secret_hash BLOB NOT NULL," /* SHA-256 of the secret; the secret is never stored */
+    "  name TEXT NOT NULL DEFAULT '',"
+    "  created_at_ms INTEGER NOT NULL,"
+    "  created_by TEXT NOT NULL,"
+    "  expires_at_ms INTEGER," /* NULL: never; rotation sets it on the old key */
+    "  revoked_at_ms INTEGER,"
+    "  revoked_by TEXT,"
+    "  replaced_by TEXT" /* the key that rotated this one out */
+    ");"
+    "CREATE INDEX api_keys_principal ON api_keys (principal_id);"
+    "CREATE TABLE policies ("
+    "  id TEXT PRIMARY KEY,"
+    "  effect TEXT NOT NULL CHECK (effect IN ('allow', 'deny')),"
+    "  plane TEXT NOT NULL CHECK (plane IN ('model', 'mcp', 'agent', '*')),"
+    "  definition TEXT NOT NULL," /* the whole rule as JSON (policy/rules.c parses it) */
+    "  created_at_ms INTEGER NOT NULL,"
+    "  updated_at_ms INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE rate_limits ("
+    "  id INTEGER PRIMARY KEY,"
+    "  scope_kind TEXT NOT NULL CHECK (scope_kind IN ('principal', 'team')),"
+    "  scope TEXT NOT NULL,"
+    "  resource TEXT NOT NULL DEFAULT '*'," /* glob; '*' limits the scope as a whole */
+    "  requests_per_minute INTEGER,"
+    "  tokens_per_minute INTEGER,"
+    "  UNIQUE (scope_kind, scope, resource)"
+    ");"
+    "CREATE TABLE budgets ("
+    "  id INTEGER PRIMARY KEY,"
+    "  scope_kind TEXT NOT NULL CHECK (scope_kind IN ('principal', 'team')),"
+    "  scope TEXT NOT NULL,"
+    "  period TEXT NOT NULL CHECK (period IN ('day', 'month'))," /* UTC calendar day or month */
+    "  max_tokens INTEGER,"
+    "  max_cost_micros INTEGER," /* money in millionths of the currency unit */
+    "  UNIQUE (scope_kind, scope, period)"
+    ");"
+    "CREATE TABLE settings ("
+    "  key TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL"
+    ");"
+    "INSERT INTO settings (key, value) VALUES ('default_effect', 'deny');"
+    "CREATE TABLE usage ("
+    "  id INTEGER PRIMARY KEY,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  request_id TEXT,"
+    "  plane TEXT NOT NULL,"
+    "  principal_id TEXT NOT NULL,"
+    "  team TEXT,"
+    "  resource TEXT,"
+    "  input_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  output_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  cost_micros INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX usage_ts ON usage (ts_ms);"
+    "CREATE INDEX usage_principal_ts ON usage (principal_id, ts_ms);"
+    "CREATE INDEX usage_team_ts ON usage (team, ts_ms);"
+    "CREATE INDEX usage_resource_ts ON usage (resource, ts_ms);" BUMP_TRIGGERS("teams") BUMP_TRIGGERS("principals")
+        BUMP_TRIGGERS("api_keys") BUMP_TRIGGERS("policies") BUMP_TRIGGERS("rate_limits") BUMP_TRIGGERS("budgets")
+            BUMP_TRIGGERS("settings"),
 };
 
 #define MIGRATIONS_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
