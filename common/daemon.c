@@ -15,6 +15,7 @@
 
 #define DEFAULT_CONFIG_PATH "/etc/triplane/triplane.yaml" /* where the container image puts it */
 #define DRAIN_POLL_MS       20                            /* how often shutdown checks in-flight requests */
+#define DRAIN_IDLE_MS       250 /* connections with no request for this long are idle keep-alives */
 
 struct tp_daemon {
     const tp_daemon_spec_t *spec;
@@ -26,13 +27,17 @@ struct tp_daemon {
     tp_store_writer_t *writer;
     tp_server_t *server;
     tp_control_server_t *control;
-    void *state;              /* the current snapshot (spec->state_ops) */
+    void *state;              /* the current snapshot (spec->state_ops), as the main thread sees it */
+    void **worker_states;     /* per worker: the snapshot its requests use; written only on that worker */
+    uv_timer_t expiry_timer;  /* reloads the snapshot when something in it expires */
     _Atomic bool state_ready; /* a snapshot was loaded: read by /readyz on workers */
     _Atomic bool config_ready;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ms; /* uv_now() at which in-flight requests are abandoned */
     bool shutting_down;
+    bool listeners_closed;
+    bool finished;            /* finish_shutdown ran */
     int64_t started_at_ms;    /* Unix time */
     uint64_t started_mono_ms; /* uv_now at start */
     tp_metric_t *m_reloads;
@@ -47,6 +52,43 @@ unix_ms(void)
 }
 
 /* ---- state snapshot ---- */
+
+typedef struct state_swap {
+    tp_daemon_t *d;
+    void *next;
+    void *prev;
+} state_swap_t;
+
+static void
+swap_on_worker(tp_worker_t *w, void *arg)
+{
+    state_swap_t *swap = arg;
+    swap->d->worker_states[tp_worker_id(w)] = swap->next;
+}
+
+/* Every worker now uses the new snapshot, so none can still read the old one. */
+static void
+swap_done(void *arg)
+{
+    state_swap_t *swap = arg;
+    if (swap->prev != NULL)
+        swap->d->spec->state_ops->release(swap->prev);
+    free(swap);
+}
+
+static void on_state_expiry(uv_timer_t *t);
+
+/* Arms the expiry timer for the earliest moment something in the snapshot stops applying. */
+static void
+arm_expiry(tp_daemon_t *d)
+{
+    int64_t at = d->spec->state_ops->expires_at_ms != NULL ? d->spec->state_ops->expires_at_ms(d->state) : 0;
+    uv_timer_stop(&d->expiry_timer);
+    if (at > 0) {
+        int64_t wait = at - unix_ms();
+        uv_timer_start(&d->expiry_timer, on_state_expiry, wait > 0 ? (uint64_t)wait + 1 : 0, 0);
+    }
+}
 
 static int
 load_state(tp_daemon_t *d, const char *why)
@@ -65,11 +107,23 @@ load_state(tp_daemon_t *d, const char *why)
     atomic_store(&d->state_ready, true);
     if (d->spec->on_state != NULL)
         d->spec->on_state(d, next);
-    if (prev != NULL)
+    if (d->server != NULL && d->worker_states != NULL) {
+        state_swap_t *swap = tp_calloc(1, sizeof(*swap));
+        *swap = (state_swap_t){ .d = d, .next = next, .prev = prev };
+        tp_server_each_worker(d->server, swap_on_worker, swap, &d->loop, swap_done, swap);
+    } else if (prev != NULL) {
         d->spec->state_ops->release(prev);
+    }
+    arm_expiry(d);
     tp_metric_add(d->m_reloads, (const char *[]){ "ok" }, 1);
     tp_log_fields(TP_LOG_DEBUG, NULL, "state loaded", json_pack("{s:s}", "reason", why));
     return 0;
+}
+
+static void
+on_state_expiry(uv_timer_t *t)
+{
+    load_state(t->data, "expiry");
 }
 
 static void
@@ -212,14 +266,18 @@ close_handle(uv_handle_t *h)
 static void
 finish_shutdown(tp_daemon_t *d)
 {
+    if (d->finished)
+        return;
+    d->finished = true;
     int64_t abandoned = tp_server_inflight(d->server);
     if (abandoned > 0)
-        tp_warn("shutdown deadline passed with %lld requests in flight; closing them", (long long)abandoned);
+        tp_warn("shutdown: %lld requests in flight are abandoned", (long long)abandoned);
     tp_server_stop(d->server);
     tp_store_watch_stop(d->store);
     tp_control_close(d->control);
     d->control = NULL;
     close_handle((uv_handle_t *)&d->drain_timer);
+    close_handle((uv_handle_t *)&d->expiry_timer);
     close_handle((uv_handle_t *)&d->sig_term);
     close_handle((uv_handle_t *)&d->sig_int);
     close_handle((uv_handle_t *)&d->sig_hup);
@@ -229,24 +287,41 @@ static void
 on_drain_tick(uv_timer_t *t)
 {
     tp_daemon_t *d = t->data;
-    if (tp_server_inflight(d->server) == 0 || uv_now(&d->loop) >= d->drain_deadline_ms) {
+    bool drained = tp_server_drained(d->server, DRAIN_IDLE_MS);
+    if (drained || uv_now(&d->loop) >= d->drain_deadline_ms) {
+        if (!drained)
+            tp_warn("shutdown deadline (%d ms) passed with requests in flight", d->cfg.common.shutdown_timeout_ms);
         uv_timer_stop(t);
         finish_shutdown(d);
     }
 }
 
+/* Every worker has closed its listeners: from now on in-flight work only decreases. */
+static void
+on_listeners_closed(void *data)
+{
+    tp_daemon_t *d = data;
+    d->listeners_closed = true;
+    if (!uv_is_closing((uv_handle_t *)&d->drain_timer))
+        uv_timer_start(&d->drain_timer, on_drain_tick, 0, DRAIN_POLL_MS);
+}
+
 static void
 begin_shutdown(tp_daemon_t *d, const char *why)
 {
-    if (d->shutting_down)
+    if (d->shutting_down) {
+        /* A second signal: the operator does not want to wait. */
+        tp_warn("shutdown: second %s, stopping now", why);
+        uv_timer_stop(&d->drain_timer);
+        finish_shutdown(d);
         return;
+    }
     d->shutting_down = true;
     tp_log_fields(TP_LOG_INFO, NULL, "shutting down",
                   json_pack("{s:s, s:I, s:i}", "reason", why, "in_flight", (json_int_t)tp_server_inflight(d->server),
                             "deadline_ms", d->cfg.common.shutdown_timeout_ms));
-    tp_server_begin_shutdown(d->server);
     d->drain_deadline_ms = uv_now(&d->loop) + (uint64_t)d->cfg.common.shutdown_timeout_ms;
-    uv_timer_start(&d->drain_timer, on_drain_tick, 0, DRAIN_POLL_MS);
+    tp_server_begin_shutdown(d->server, &d->loop, on_listeners_closed, d);
 }
 
 static void
@@ -375,6 +450,10 @@ start_server(tp_daemon_t *d)
     tp_control_register(d->control, "reload", cmd_reload, d);
     if (d->spec->setup != NULL && d->spec->setup(d, &err) != 0)
         goto fail;
+    /* Workers read their own slot without locks; they start with the snapshot loaded above. */
+    d->worker_states = tp_calloc(tp_server_worker_count(d->server), sizeof(void *));
+    for (unsigned i = 0; i < tp_server_worker_count(d->server); i++)
+        d->worker_states[i] = d->state;
     if (tp_server_start(d->server, &err) != 0)
         goto fail;
     return 0;
@@ -403,6 +482,9 @@ cleanup(tp_daemon_t *d)
     if (d->state != NULL)
         d->spec->state_ops->release(d->state);
     tp_server_free(d->server);
+    free(d->worker_states);
+    close_handle((uv_handle_t *)&d->drain_timer);
+    close_handle((uv_handle_t *)&d->expiry_timer);
     uv_run(&d->loop, UV_RUN_NOWAIT); /* let closed handles finish */
     if (uv_loop_close(&d->loop) != 0)
         tp_debug("main loop closed with handles still open");
@@ -441,6 +523,10 @@ tp_daemon_main(const tp_daemon_spec_t *spec, int argc, char **argv)
     d->started_at_ms = unix_ms();
     uv_loop_init(&d->loop);
     d->started_mono_ms = uv_now(&d->loop);
+    uv_timer_init(&d->loop, &d->drain_timer);
+    d->drain_timer.data = d;
+    uv_timer_init(&d->loop, &d->expiry_timer);
+    d->expiry_timer.data = d;
     d->metrics = tp_metrics_new(tp_server_shards(d->plane));
     register_metrics(d);
     atomic_store(&d->config_ready, true);
@@ -454,8 +540,6 @@ tp_daemon_main(const tp_daemon_spec_t *spec, int argc, char **argv)
         goto out;
     if (tp_store_watch_start(d->store, &d->loop, (unsigned)d->cfg.store.watch_interval_ms, on_store_change, d) != 0)
         tp_warn("store watcher did not start; changes by gwctl apply only on reload");
-    uv_timer_init(&d->loop, &d->drain_timer);
-    d->drain_timer.data = d;
     watch_signal(d, &d->sig_term, SIGTERM);
     watch_signal(d, &d->sig_int, SIGINT);
     watch_signal(d, &d->sig_hup, SIGHUP);
@@ -519,4 +603,10 @@ const void *
 tp_daemon_state(const tp_daemon_t *d)
 {
     return d->state;
+}
+
+const void *
+tp_daemon_request_state(const tp_daemon_t *d, const tp_request_t *r)
+{
+    return d->worker_states[tp_worker_id(r->worker)];
 }

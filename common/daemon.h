@@ -35,6 +35,9 @@ typedef struct tp_state_ops {
     void (*release)(void *state);
     /* Describes a snapshot for the status command (new reference). */
     json_t *(*describe)(const void *state);
+    /* The Unix time (ms) at which something in the snapshot stops applying (a kill or key that
+     * expires), so the daemon reloads then; 0 when nothing expires. Optional. */
+    int64_t (*expires_at_ms)(const void *state);
 } tp_state_ops_t;
 
 typedef struct tp_daemon_spec {
@@ -63,5 +66,10 @@ tp_control_server_t *tp_daemon_control(tp_daemon_t *d);
 uv_loop_t *tp_daemon_loop(tp_daemon_t *d);
 /* The current state snapshot (main thread only; valid until the next state change). */
 const void *tp_daemon_state(const tp_daemon_t *d);
+
+/* The snapshot a request uses: its worker's own copy of the pointer, read without locks, and
+ * valid until the request's handler returns control to the worker's loop. A callback that runs
+ * later must call this again rather than keep the pointer. */
+const void *tp_daemon_request_state(const tp_daemon_t *d, const tp_request_t *r);
 
 #endif

@@ -100,7 +100,9 @@ tp_http_add_header(tp_request_t *r, const char *name, const char *value)
     size_t nlen = strlen(name), vlen = strlen(value);
     char *n = h2o_mem_alloc_pool(&req->pool, nlen);
     char *v = h2o_mem_alloc_pool(&req->pool, vlen);
-    memcpy(n, name, nlen);
+    /* HTTP/2 requires lowercase field names, and h2o 2.2 does not lowercase them for us. */
+    for (size_t i = 0; i < nlen; i++)
+        n[i] = h2o_tolower(name[i]);
     memcpy(v, value, vlen);
     h2o_add_header_by_str(&req->pool, &req->res.headers, n, nlen, 1, NULL, v, vlen);
 }

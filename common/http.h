@@ -24,7 +24,7 @@ void tp_http_error(tp_request_t *r, int status, const char *code, const char *me
 /* The default error envelope: {"error":{"code":code,"message":message}}. */
 void tp_http_default_error(tp_request_t *r, int status, const char *code, const char *message);
 
-/* Adds a response header (name and value are copied into the pool). */
+/* Adds a response header (name, lowercased, and value are copied into the pool). */
 void tp_http_add_header(tp_request_t *r, const char *name, const char *value);
 
 /* Finds a request header by lowercase name. Returns its value and length, or {NULL, 0}. */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,54 @@ tp_log(tp_log_level_t level, const char *request_id, const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     tp_log_fields(level, request_id, buf, NULL);
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when it is not valid. */
+static size_t
+utf8_sequence(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t len = (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3 : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    }
+    uint32_t cp = len == 2   ? (uint32_t)(s[0] & 0x1f) << 6 | (s[1] & 0x3f)
+                  : len == 3 ? (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f)
+                             : (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
+                                   (uint32_t)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
+    static const uint32_t min_for_len[] = { 0, 0, 0x80, 0x800, 0x10000 };
+    if (cp < min_for_len[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0; /* overlong, out of range, or a surrogate */
+    return len;
+}
+
+json_t *
+tp_log_string(const char *s, size_t n)
+{
+    json_t *out = json_stringn(s, n);
+    if (out != NULL)
+        return out;
+    char *buf = tp_malloc(n * 3 + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence((const unsigned char *)s + i, n - i);
+        if (len == 0) {
+            memcpy(buf + o, "\xef\xbf\xbd", 3); /* U+FFFD */
+            o += 3;
+            i++;
+        } else {
+            memcpy(buf + o, s + i, len);
+            o += len;
+            i += len;
+        }
+    }
+    out = json_stringn(buf, o);
+    free(buf);
+    return out;
 }
 
 void

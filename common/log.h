@@ -43,6 +43,11 @@ void tp_log_fields(tp_log_level_t level, const char *request_id, const char *msg
 #define tp_warn(...)  tp_log(TP_LOG_WARN, NULL, __VA_ARGS__)
 #define tp_error(...) tp_log(TP_LOG_ERROR, NULL, __VA_ARGS__)
 
+/* A JSON string holding the n bytes at s, with every byte that is not part of valid UTF-8
+ * replaced by U+FFFD, so client-supplied text (paths, methods) never drops out of a log line.
+ * Returns a new reference. */
+json_t *tp_log_string(const char *s, size_t n);
+
 /* Prints "fatal: <what>" as a log line and aborts. For out-of-memory and broken invariants. */
 __attribute__((noreturn)) void tp_fatal(const char *what);
 

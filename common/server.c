@@ -76,8 +76,10 @@ struct tp_worker {
     pthread_mutex_t lock;    /* guards tasks and stop */
     tp_task_t *tasks_head, *tasks_tail;
     bool stop;
+    bool initialised; /* its loop and handles exist (start-up may fail part-way) */
     _Atomic int64_t inflight;
-    uint64_t rng[2]; /* request-id generator state; only this worker's thread touches it */
+    _Atomic int64_t connections; /* accepted and not yet closed */
+    uint64_t rng[2];             /* request-id generator state; only this worker's thread touches it */
 };
 
 typedef struct tp_listener {
@@ -91,6 +93,11 @@ typedef struct tp_root_handler {
     h2o_handler_t super;
     tp_server_t *server;
 } tp_root_handler_t;
+
+typedef struct tp_logger {
+    h2o_logger_t super;
+    tp_server_t *server;
+} tp_logger_t;
 
 struct tp_server {
     char *name;
@@ -109,6 +116,7 @@ struct tp_server {
     size_t num_checks;
     tp_error_fn error_fn;
     _Atomic bool draining;
+    _Atomic int64_t last_activity_ms; /* CLOCK_MONOTONIC ms at which a request last started or ended */
     bool started, stopped;
     tp_metric_t *m_requests;
     tp_metric_t *m_duration;
@@ -126,6 +134,12 @@ now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t
+now_ms_mono(void)
+{
+    return (int64_t)(now_ns() / 1000000u);
 }
 
 /* ---- request ids ---- */
@@ -201,12 +215,13 @@ on_request_dispose(void *p)
     tp_metric_observe(srv->m_duration, (const char *[]){ r->route }, seconds);
     tp_metric_add(srv->m_inflight, NULL, -1);
     atomic_fetch_sub(&r->worker->inflight, 1);
+    atomic_store(&srv->last_activity_ms, now_ms_mono());
 
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len; /* queries may hold secrets */
     json_t *f = json_object();
     json_object_set_new(f, "type", json_string("access"));
-    json_object_set_new(f, "method", json_stringn(req->method.base, req->method.len));
-    json_object_set_new(f, "path", json_stringn(req->path.base, path_len));
+    json_object_set_new(f, "method", tp_log_string(req->method.base, req->method.len));
+    json_object_set_new(f, "path", tp_log_string(req->path.base, path_len));
     json_object_set_new(f, "status", json_integer(status));
     json_object_set_new(f, "bytes", json_integer((json_int_t)req->bytes_sent));
     json_object_set_new(f, "duration_ms", json_real(seconds * 1000.0));
@@ -226,11 +241,40 @@ route_matches_path(const tp_route_t *route, h2o_iovec_t path)
            path.base[route->path_len] == '/';
 }
 
+/* True when the route takes this method; HEAD is served by GET routes (h2o drops the body). */
+static bool
+route_takes_method(const tp_route_t *route, h2o_iovec_t method)
+{
+    if (route->method == NULL || h2o_memis(method.base, method.len, route->method, strlen(route->method)))
+        return true;
+    return strcmp(route->method, "GET") == 0 && h2o_memis(method.base, method.len, H2O_STRLIT("HEAD"));
+}
+
+/* Answers 405 with the Allow header listing what the path takes. */
+static void
+method_not_allowed(tp_request_t *r, h2o_iovec_t path)
+{
+    tp_server_t *srv = r->server;
+    char allow[128] = "";
+    for (size_t i = 0; i < srv->num_routes; i++) {
+        const tp_route_t *route = &srv->routes[i];
+        if (route->method == NULL || !route_matches_path(route, path) || strstr(allow, route->method) != NULL)
+            continue;
+        size_t used = strlen(allow);
+        snprintf(allow + used, sizeof(allow) - used, "%s%s%s", used != 0 ? ", " : "", route->method,
+                 strcmp(route->method, "GET") == 0 ? ", HEAD" : "");
+    }
+    tp_http_add_header(r, "allow", allow);
+    tp_http_error(r, 405, "method_not_allowed", "this method is not allowed on this path");
+}
+
 static int
 on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     tp_server_t *srv = ((tp_root_handler_t *)self)->server;
     tp_worker_t *w = H2O_STRUCT_FROM_MEMBER(tp_worker_t, ctx, req->conn->ctx);
+    /* Lives until the pool is cleared. Never h2o_mem_addref_shared it: its dispose must run while
+     * the request is still alive. */
     tp_request_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), on_request_dispose);
     memset(r, 0, sizeof(*r));
     r->req = req;
@@ -239,6 +283,7 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     r->route = "unmatched";
     r->start_ns = now_ns();
     atomic_fetch_add(&w->inflight, 1);
+    atomic_store(&srv->last_activity_ms, (int64_t)(r->start_ns / 1000000u));
     tp_metric_add(srv->m_inflight, NULL, 1);
     assign_request_id(r);
     if (atomic_load(&srv->draining))
@@ -251,18 +296,40 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
         if (!route_matches_path(route, path))
             continue;
         path_known = true;
-        if (route->method != NULL &&
-            !h2o_memis(req->method.base, req->method.len, route->method, strlen(route->method)))
+        if (!route_takes_method(route, req->method))
             continue;
         r->route = route->path;
         return route->fn(r, route->data);
     }
-    if (path_known) {
-        tp_http_error(r, 405, "method_not_allowed", "this method is not allowed on this path");
-        return 0;
-    }
-    tp_http_error(r, 404, "not_found", "no such endpoint");
+    if (path_known)
+        method_not_allowed(r, path);
+    else
+        tp_http_error(r, 404, "not_found", "no such endpoint");
     return 0;
+}
+
+/* Requests that h2o answers itself (a malformed request, a body over max_request_size) never
+ * reach on_req; this logger gives them an access-log line and a count, as route "h2o". Requests
+ * that did reach on_req carry our x-request-id and are accounted for by on_request_dispose. */
+static void
+log_h2o_answered(h2o_logger_t *self, h2o_req_t *req)
+{
+    tp_server_t *srv = ((tp_logger_t *)self)->server;
+    if (h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1) >= 0)
+        return;
+    int status = req->res.status != 0 ? req->res.status : 499;
+    char status_str[8];
+    snprintf(status_str, sizeof(status_str), "%d", status);
+    tp_metric_add(srv->m_requests, (const char *[]){ "h2o", method_label(req->method), status_str }, 1);
+    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    json_t *f = json_object();
+    json_object_set_new(f, "type", json_string("access"));
+    json_object_set_new(f, "method", tp_log_string(req->method.base, req->method.len));
+    json_object_set_new(f, "path", tp_log_string(req->path.base, path_len));
+    json_object_set_new(f, "status", json_integer(status));
+    json_object_set_new(f, "bytes", json_integer((json_int_t)req->bytes_sent));
+    json_object_set_new(f, "route", json_string("h2o"));
+    tp_log_fields(TP_LOG_INFO, NULL, "request", f);
 }
 
 void
@@ -430,9 +497,9 @@ fail:
 unsigned
 tp_server_shards(const tp_plane_config_t *plane)
 {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned workers = plane->workers > 0 ? (unsigned)plane->workers : (cores > 0 ? (unsigned)cores : 1);
-    return workers + 1;
+    /* uv_available_parallelism honours CPU affinity (taskset, container cpusets). */
+    unsigned workers = plane->workers > 0 ? (unsigned)plane->workers : uv_available_parallelism();
+    return (workers > 0 ? workers : 1) + 1;
 }
 
 static void
@@ -483,6 +550,12 @@ tp_server_new(const char *name, const tp_config_t *cfg, const tp_plane_config_t 
     tp_root_handler_t *root = (tp_root_handler_t *)h2o_create_handler(pathconf, sizeof(*root));
     root->super.on_req = on_req;
     root->server = srv;
+    tp_logger_t *logger = (tp_logger_t *)h2o_create_logger(pathconf, sizeof(*logger));
+    logger->super.log_access = log_h2o_answered;
+    logger->server = srv;
+    logger = (tp_logger_t *)h2o_create_logger(&srv->hostconf->fallback_path, sizeof(*logger));
+    logger->super.log_access = log_h2o_answered;
+    logger->server = srv;
 
     register_metrics(srv);
     tp_server_route(srv, "GET", "/healthz", false, handle_healthz, NULL);
@@ -511,8 +584,6 @@ make_socket(const struct addrinfo *ai, bool reuseport, int *out, char **err, con
         close(fd);
         return rv;
     }
-    if (ai->ai_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
         int rv = -errno;
         *err = tp_sprintf("bind %s: %s", where, strerror(errno));
@@ -584,20 +655,36 @@ out:
 
 /* ---- workers ---- */
 
+/* An accepted connection's handle. h2o owns handle->data, so the worker rides alongside. */
+typedef struct tp_conn {
+    uv_tcp_t tcp; /* first: h2o's close callback gets the handle's address */
+    tp_worker_t *worker;
+} tp_conn_t;
+
+static void
+on_connection_closed(uv_handle_t *h)
+{
+    tp_conn_t *conn = (tp_conn_t *)h;
+    atomic_fetch_sub(&conn->worker->connections, 1);
+    free(conn);
+}
+
 static void
 on_connection(uv_stream_t *listener, int status)
 {
     tp_listen_sock_t *ls = (tp_listen_sock_t *)listener;
     if (status != 0)
         return;
-    uv_tcp_t *conn = tp_malloc(sizeof(*conn));
-    uv_tcp_init(listener->loop, conn);
-    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
-        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+    tp_conn_t *conn = tp_malloc(sizeof(*conn));
+    conn->worker = ls->worker;
+    uv_tcp_init(listener->loop, &conn->tcp);
+    if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
+        uv_close((uv_handle_t *)&conn->tcp, (uv_close_cb)free);
         return;
     }
-    uv_tcp_nodelay(conn, 1);
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    uv_tcp_nodelay(&conn->tcp, 1);
+    atomic_fetch_add(&ls->worker->connections, 1);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&conn->tcp, on_connection_closed);
     h2o_accept(&ls->accept, sock);
 }
 
@@ -622,7 +709,7 @@ run_tasks(tp_worker_t *w)
         free(t);
         t = next;
     }
-    if (stop)
+    if (stop && !w->server->stopped)
         uv_stop(&w->loop);
 }
 
@@ -652,10 +739,15 @@ init_worker(tp_server_t *srv, tp_worker_t *w, unsigned id, char **err)
     w->rng[0] = seed[0] | 1;
     w->rng[1] = seed[1];
     pthread_mutex_init(&w->lock, NULL);
-    uv_loop_init(&w->loop);
+    int rv = uv_loop_init(&w->loop);
+    if (rv != 0) {
+        *err = tp_sprintf("uv_loop_init: %s", uv_strerror(rv));
+        return rv;
+    }
     h2o_context_init(&w->ctx, &w->loop, &srv->h2o_config);
     uv_async_init(&w->loop, &w->wake, on_wake);
     w->wake.data = w;
+    w->initialised = true;
     w->socks = tp_calloc(srv->num_listeners, sizeof(*w->socks));
     for (size_t i = 0; i < srv->num_listeners; i++) {
         tp_listen_sock_t *ls = &w->socks[i];
@@ -663,7 +755,7 @@ init_worker(tp_server_t *srv, tp_worker_t *w, unsigned id, char **err)
         ls->worker = w;
         ls->accept = (h2o_accept_ctx_t){ .ctx = &w->ctx, .hosts = srv->h2o_config.hosts, .ssl_ctx = l->ssl_ctx };
         uv_tcp_init(&w->loop, &ls->tcp);
-        int rv = uv_tcp_open(&ls->tcp, l->fds[id]);
+        rv = uv_tcp_open(&ls->tcp, l->fds[id]);
         if (rv == 0)
             rv = uv_listen((uv_stream_t *)&ls->tcp, LISTEN_BACKLOG, on_connection);
         if (rv != 0) {
@@ -748,8 +840,10 @@ tp_server_each_worker(tp_server_t *srv, void (*fn)(tp_worker_t *w, void *arg), v
                       void (*done)(void *done_data), void *done_data)
 {
     if (!srv->started || srv->stopped) {
-        for (unsigned i = 0; srv->workers != NULL && i < srv->num_workers; i++)
-            fn(&srv->workers[i], arg);
+        for (unsigned i = 0; srv->workers != NULL && i < srv->num_workers; i++) {
+            if (srv->workers[i].initialised)
+                fn(&srv->workers[i], arg);
+        }
         if (done != NULL)
             done(done_data);
         return;
@@ -782,9 +876,19 @@ tp_server_each_worker(tp_server_t *srv, void (*fn)(tp_worker_t *w, void *arg), v
 
 /* ---- shutdown ---- */
 
+static int
+end_keepalive(h2o_req_t *req, void *data)
+{
+    req->http1_is_persistent = 0;
+    return 0;
+}
+
 static void
 close_listeners(tp_worker_t *w, void *arg)
 {
+    h2o_protocol_callbacks_t *http1 = &w->server->h2o_config.http1.callbacks;
+    if (http1->foreach_request != NULL)
+        http1->foreach_request(&w->ctx, end_keepalive, NULL);
     for (size_t i = 0; i < w->server->num_listeners; i++) {
         tp_listen_sock_t *ls = &w->socks[i];
         if (ls->open) {
@@ -796,12 +900,26 @@ close_listeners(tp_worker_t *w, void *arg)
 }
 
 void
-tp_server_begin_shutdown(tp_server_t *srv)
+tp_server_begin_shutdown(tp_server_t *srv, uv_loop_t *loop, void (*closed)(void *data), void *data)
 {
     if (atomic_exchange(&srv->draining, true))
         return;
-    if (srv->started)
-        tp_server_each_worker(srv, close_listeners, NULL, NULL, NULL, NULL);
+    tp_server_each_worker(srv, close_listeners, NULL, loop, closed, data);
+}
+
+bool
+tp_server_drained(const tp_server_t *srv, int64_t idle_ms)
+{
+    if (srv->workers == NULL)
+        return true;
+    int64_t inflight = 0, connections = 0;
+    for (unsigned i = 0; i < srv->num_workers; i++) {
+        inflight += atomic_load(&srv->workers[i].inflight);
+        connections += atomic_load(&srv->workers[i].connections);
+    }
+    if (inflight != 0)
+        return false;
+    return connections == 0 || now_ms_mono() - atomic_load(&srv->last_activity_ms) >= idle_ms;
 }
 
 bool
@@ -817,6 +935,8 @@ tp_server_stop(tp_server_t *srv)
         return;
     for (unsigned i = 0; i < srv->num_workers; i++) {
         tp_worker_t *w = &srv->workers[i];
+        if (!w->thread_started)
+            continue;
         pthread_mutex_lock(&w->lock);
         w->stop = true;
         pthread_mutex_unlock(&w->lock);
@@ -827,6 +947,12 @@ tp_server_stop(tp_server_t *srv)
             pthread_join(srv->workers[i].thread, NULL);
     }
     srv->stopped = true;
+    /* Work queued after a worker stopped still runs (here, on the caller's thread), so that every
+     * tp_server_each_worker completes and its caller's loop can finish. */
+    for (unsigned i = 0; i < srv->num_workers; i++) {
+        if (srv->workers[i].initialised)
+            run_tasks(&srv->workers[i]);
+    }
 }
 
 void

@@ -91,9 +91,15 @@ void tp_server_each_worker(tp_server_t *srv, void (*fn)(tp_worker_t *w, void *ar
                            void (*done)(void *done_data), void *done_data);
 
 /* Begins a graceful shutdown: every worker closes its listening sockets and asks its
- * connections to close once their requests finish (HTTP/2 GOAWAY, no more keep-alive);
- * /readyz answers 503 "draining" from now on. Returns at once. */
-void tp_server_begin_shutdown(tp_server_t *srv);
+ * connections to close once their requests finish (HTTP/2 GOAWAY, no more keep-alive, also for
+ * requests already in flight); /readyz answers 503 "draining" from now on. Returns at once;
+ * closed(data) runs on `loop` once every worker has closed its listeners. */
+void tp_server_begin_shutdown(tp_server_t *srv, uv_loop_t *loop, void (*closed)(void *data), void *data);
+
+/* True when no request is in flight and either no connection is open or none has started or
+ * finished a request for idle_ms (idle HTTP/1 keep-alive connections would otherwise hold a
+ * shutdown until their timeout). Thread-safe. */
+bool tp_server_drained(const tp_server_t *srv, int64_t idle_ms);
 
 /* True once tp_server_begin_shutdown was called. Thread-safe. */
 bool tp_server_draining(const tp_server_t *srv);

@@ -40,7 +40,20 @@ answer_of(const tp_control_result_t *r, const char **why)
             *why = "failed";
         return NULL;
     }
-    return json_object_get(r->response, "result");
+    json_t *result = json_object_get(r->response, "result");
+    if (!json_is_object(result)) {
+        *why = "malformed answer (no result)";
+        return NULL;
+    }
+    return result;
+}
+
+/* A string member of o, or "-" when it is missing or not a string. */
+static const char *
+str_or_dash(json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v != NULL ? v : "-";
 }
 
 static json_t *
@@ -85,12 +98,13 @@ status_row(const tp_control_result_t *r, char cells[COLS][256])
             snprintf(cells[i], 256, "-");
         return;
     }
-    snprintf(cells[1], 256, "%s", json_string_value(json_object_get(a, "state")));
+    snprintf(cells[1], 256, "%s", str_or_dash(a, "state"));
     snprintf(cells[2], 256, "%lld", (long long)json_integer_value(json_object_get(a, "pid")));
     format_uptime(json_number_value(json_object_get(a, "uptime_s")), cells[3], 256);
     snprintf(cells[4], 256, "%lld", (long long)json_integer_value(json_object_get(a, "in_flight")));
     json_t *listen = json_object_get(a, "listen");
-    snprintf(cells[5], 256, "%s", json_array_size(listen) > 0 ? json_string_value(json_array_get(listen, 0)) : "-");
+    const char *first = json_string_value(json_array_get(listen, 0));
+    snprintf(cells[5], 256, "%s", first != NULL ? first : "-");
     json_t *kills = json_object_get(json_object_get(a, "policy"), "kills_active");
     snprintf(cells[6], 256, "%lld", (long long)json_integer_value(kills));
 }

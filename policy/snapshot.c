@@ -116,8 +116,22 @@ state_describe(const void *state)
     return pol_snapshot_describe(state);
 }
 
+static int64_t
+state_expires_at_ms(const void *state)
+{
+    const pol_snapshot_t *snap = state;
+    int64_t at = 0;
+    for (size_t i = 0; i < snap->num_kills; i++) {
+        int64_t e = snap->kills[i].expires_at_ms;
+        if (e > 0 && (at == 0 || e < at))
+            at = e;
+    }
+    return at;
+}
+
 const tp_state_ops_t pol_snapshot_state_ops = {
     .load = state_load,
     .release = state_release,
     .describe = state_describe,
+    .expires_at_ms = state_expires_at_ms,
 };

@@ -82,12 +82,29 @@ describe('three daemons with one store', () => {
 
     const post = await fetch(stack.url('agent-gw', '/healthz'), { method: 'POST', body: '{}' });
     assert.equal(post.status, 405);
+    assert.equal(post.headers.get('allow'), 'GET, HEAD');
     assert.equal((await post.json()).error.code, 'method_not_allowed');
+
+    const head = await fetch(stack.url('agent-gw', '/healthz'), { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(await head.text(), '');
   });
 
-  test('a request body over max_request_size is refused with 413', async () => {
+  test('a request body over max_request_size is refused with 413, and logged and counted', async () => {
     const res = await fetch(stack.url('model-gw', '/healthz'), { method: 'POST', body: 'x'.repeat(200 * 1024) });
     assert.equal(res.status, 413);
+    const line = await stack.daemons['model-gw'].waitForLog((l) => l.type === 'access' && l.status === 413);
+    assert.equal(line.route, 'h2o');
+    const text = await (await fetch(stack.url('model-gw', '/metrics'))).text();
+    assert.match(text, /^triplane_http_requests_total\{route="h2o",method="POST",status="413"\} 1$/m);
+  });
+
+  test('a path that is not valid UTF-8 still gets its access-log line', async () => {
+    const res = await fetch(stack.url('mcp-gw', '/%FF%FE/x'));
+    assert.equal(res.status, 404);
+    const rid = res.headers.get('x-request-id');
+    const line = await stack.daemons['mcp-gw'].waitForLog((l) => l.type === 'access' && l.request_id === rid);
+    assert.equal(typeof line.path, 'string');
   });
 
   test('control sockets exist with mode 0660', () => {

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
@@ -95,6 +96,48 @@ describe('graceful shutdown', () => {
       assert.ok(at - t0 < 5000, `exited ${at - t0} ms after SIGTERM`);
       assert.equal(await inflight, 'dropped');
       assert.ok(d.lines.some((l) => typeof l === 'object' && /requests in flight/.test(l.msg ?? '')));
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('an idle keep-alive connection does not hold up shutdown', async () => {
+    const stack = await Stack.start({ daemons: ['agent-gw'], common: ['shutdown_timeout_ms: 20000'] });
+    try {
+      const d = stack.daemons['agent-gw'];
+      const agent = new http.Agent({ keepAlive: true });
+      const status = await new Promise((resolve, reject) => {
+        http.get(stack.url('agent-gw', '/healthz'), { agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode));
+        }).on('error', reject);
+      });
+      assert.equal(status, 200);
+      const t0 = Date.now();
+      d.proc.kill('SIGTERM');
+      const { code, at } = await d.exited;
+      agent.destroy();
+      assert.equal(code, 0);
+      assert.ok(at - t0 < 3000, `exited ${at - t0} ms after SIGTERM with an idle connection open`);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('a second SIGTERM stops at once', async () => {
+    const stack = await Stack.start({ daemons: ['model-gw'], common: ['debug_endpoints: true', 'shutdown_timeout_ms: 20000'] });
+    try {
+      const d = stack.daemons['model-gw'];
+      const inflight = fetch(stack.url('model-gw', '/debug/sleep?ms=15000')).then((r) => r.status, () => 'dropped');
+      await d.waitForLog((l) => l.msg === 'sleeping');
+      const t0 = Date.now();
+      d.proc.kill('SIGTERM');
+      await d.waitForLog((l) => l.msg === 'shutting down');
+      d.proc.kill('SIGTERM');
+      const { code, at } = await d.exited;
+      assert.equal(code, 0);
+      assert.ok(at - t0 < 5000, `exited ${at - t0} ms after the first SIGTERM`);
+      assert.equal(await inflight, 'dropped');
     } finally {
       await stack.close();
     }
