@@ -1,1 +1,0 @@
-/* written in this change */
