@@ -121,3 +121,60 @@ tp_http_method_is(const tp_request_t *r, const char *method)
 {
     return h2o_memis(r->req->method.base, r->req->method.len, method, strlen(method));
 }
+
+static int
+hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes in[0..n) into out (out_len bytes with the NUL). */
+static bool
+url_decode(const char *in, size_t n, char *out, size_t out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%') {
+            if (i + 2 >= n)
+                return false;
+            int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+            if (hi < 0 || lo < 0)
+                return false;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        if (c == '\0' || o + 1 >= out_len)
+            return false;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return true;
+}
+
+bool
+tp_http_query_param(const tp_request_t *r, const char *name, char *out, size_t out_len)
+{
+    const h2o_req_t *req = r->req;
+    if (req->query_at == SIZE_MAX)
+        return false;
+    const char *q = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    size_t name_len = strlen(name);
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp != NULL ? amp : end;
+        const char *eq = memchr(q, '=', (size_t)(stop - q));
+        if (eq != NULL && (size_t)(eq - q) == name_len && memcmp(q, name, name_len) == 0)
+            return url_decode(eq + 1, (size_t)(stop - eq - 1), out, out_len);
+        q = stop + 1;
+    }
+    return false;
+}

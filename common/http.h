@@ -5,6 +5,7 @@
 #ifndef TP_HTTP_H
 #define TP_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <h2o.h>
@@ -29,6 +30,11 @@ void tp_http_add_header(tp_request_t *r, const char *name, const char *value);
 
 /* Finds a request header by lowercase name. Returns its value and length, or {NULL, 0}. */
 h2o_iovec_t tp_http_header(const tp_request_t *r, const char *lowercase_name);
+
+/* Finds query parameter `name` in the request's URL and copies its value, percent-decoded
+ * ('+' as space), NUL-terminated, into out. Returns false when absent, or when the decoded value
+ * does not fit or contains a NUL byte. */
+bool tp_http_query_param(const tp_request_t *r, const char *name, char *out, size_t out_len);
 
 /* The standard reason phrase for a status ("Not Found"). */
 const char *tp_http_reason(int status);

@@ -4,6 +4,7 @@
  */
 #include "daemon.h"
 #include "http.h"
+#include "gate.h"
 #include "snapshot.h"
 
 /* OpenAI's error envelope: {"error":{"message","type","param","code"}}. */
@@ -16,10 +17,21 @@ openai_error(tp_request_t *r, int status, const char *code, const char *message)
         json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type", type, "param", "code", code));
 }
 
+/* Authentication, kill switches, rules and quotas for this plane; lives as long as the daemon. */
+static pol_gate_t *gate;
+
+static int
+setup(tp_daemon_t *d, char **err)
+{
+    gate = pol_gate_new(d, "model", err);
+    return gate != NULL ? 0 : -1;
+}
+
 static const tp_daemon_spec_t model_gw = {
     .name = "model-gw",
     .summary = "Triplane model gateway: one governed OpenAI-compatible API in front of every model.",
     .state_ops = &pol_snapshot_state_ops,
+    .setup = setup,
     .error_fn = openai_error,
 };
 

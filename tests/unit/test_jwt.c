@@ -33,8 +33,6 @@
 
 #include <jwt.h> /* libjwt 1.10, to mint tokens for the interoperability test */
 
-enum { LIBJWT_ALG_HS256 = JWT_ALG_HS256, LIBJWT_ALG_RS256 = JWT_ALG_RS256, LIBJWT_ALG_ES256 = JWT_ALG_ES256 };
-
 #define NOW       ((int64_t)1700000000)
 #define LEEWAY    60
 #define HS_SECRET "an-hmac-secret-of-more-than-32-bytes-for-tests"
@@ -1153,7 +1151,7 @@ test_load_errors(void **state)
 /* ---- libjwt interoperability ---- */
 
 static char *
-libjwt_mint(int alg, const char *iss, const unsigned char *key, int key_len)
+libjwt_mint(jwt_alg_t alg, const char *iss, const unsigned char *key, int key_len)
 {
     jwt_t *j = NULL;
     assert_int_equal(jwt_new(&j), 0);
@@ -1184,13 +1182,13 @@ static void
 test_libjwt_tokens(void **state)
 {
     int len;
-    expect(libjwt_mint(LIBJWT_ALG_HS256, iss_names[ISS_HS], (const unsigned char *)HS_SECRET, (int)strlen(HS_SECRET)),
+    expect(libjwt_mint(JWT_ALG_HS256, iss_names[ISS_HS], (const unsigned char *)HS_SECRET, (int)strlen(HS_SECRET)),
            POL_AUTHN_OK);
     char *pem = private_pem(S.rsa, &len);
-    expect(libjwt_mint(LIBJWT_ALG_RS256, iss_names[ISS_RS], (const unsigned char *)pem, len), POL_AUTHN_OK);
+    expect(libjwt_mint(JWT_ALG_RS256, iss_names[ISS_RS], (const unsigned char *)pem, len), POL_AUTHN_OK);
     free(pem);
     pem = private_pem(S.ec, &len);
-    expect(libjwt_mint(LIBJWT_ALG_ES256, iss_names[ISS_EC], (const unsigned char *)pem, len), POL_AUTHN_OK);
+    expect(libjwt_mint(JWT_ALG_ES256, iss_names[ISS_EC], (const unsigned char *)pem, len), POL_AUTHN_OK);
     free(pem);
 }
 

@@ -1,0 +1,104 @@
+/*
+ * admin.h — changes to identity, policy and quota state in the store, each one audited.
+ *
+ * What gwctl (and `gwctl apply`) calls. Every function runs one short transaction on the
+ * given connection (BEGIN IMMEDIATE … COMMIT) that makes the change and writes an audit_log
+ * row with the actor, the action, the target and {"before":…, "after":…} as detail, so the
+ * audit can never disagree with the state. Secrets (API key secrets, hashes) never appear in
+ * the audit. Daemons see the change within one watch interval (triggers bump state_version).
+ *
+ * Return values: 0 on success; -ENOENT when the target does not exist; -EEXIST when creating
+ * something that exists; -EINVAL for invalid input; another negative code for a store failure.
+ * On failure *err is set to a malloc'd sentence naming the problem ("principal 'bob' does not
+ * exist"). Nothing is changed when a call fails.
+ *
+ * Listing functions return a new JSON array of objects (the caller decrefs), or NULL with *err.
+ */
+#ifndef POL_ADMIN_H
+#define POL_ADMIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+/* Who is making changes: the OS user running gwctl ("os:alice", or "os:root(sudo:alice)"). */
+char *pol_admin_actor(void);
+
+/* ---- principals and teams ---- */
+
+/* Creates (create == true; -EEXIST if present) or replaces a principal. `p` is
+ * {"id", "kind", "team"?, "roles"?: [..], "labels"?: {..}, "enabled"?: bool, "description"?}. */
+int pol_admin_principal_put(sqlite3 *db, const char *actor, json_t *p, bool create, char **err);
+int pol_admin_principal_set_enabled(sqlite3 *db, const char *actor, const char *id, bool enabled, char **err);
+/* Deletes a principal and its API keys. */
+int pol_admin_principal_delete(sqlite3 *db, const char *actor, const char *id, char **err);
+/* One principal as JSON (new reference), or NULL with -ENOENT in *rv. */
+json_t *pol_admin_principal_get(sqlite3 *db, const char *id, char **err);
+json_t *pol_admin_principal_list(sqlite3 *db, char **err);
+
+/* `t` is {"id", "description"?}. */
+int pol_admin_team_put(sqlite3 *db, const char *actor, json_t *t, bool create, char **err);
+int pol_admin_team_delete(sqlite3 *db, const char *actor, const char *id, char **err);
+json_t *pol_admin_team_list(sqlite3 *db, char **err);
+
+/* ---- API keys ---- */
+
+/* Creates a key for `principal`. expires_at_ms 0: never. On success *key_out is the full key
+ * (malloc'd; shown once, never stored) and *id_out its id (malloc'd). */
+int pol_admin_key_create(sqlite3 *db, const char *actor, const char *principal, const char *name, int64_t expires_at_ms,
+                         char **key_out, char **id_out, char **err);
+/* Revokes a key now. -ENOENT when unknown; revoking a revoked key is a no-op success. */
+int pol_admin_key_revoke(sqlite3 *db, const char *actor, const char *id, char **err);
+/* Creates a new key for the same principal and makes the old one expire after overlap_ms
+ * (0: at once). Outputs as for pol_admin_key_create. */
+int pol_admin_key_rotate(sqlite3 *db, const char *actor, const char *id, int64_t overlap_ms, char **key_out,
+                         char **id_out, char **err);
+/* Keys (never secrets): id, principal, name, created_at_ms, expires_at_ms, revoked_at_ms,
+ * status ("active", "expired", "revoked"). principal may be NULL for all. */
+json_t *pol_admin_key_list(sqlite3 *db, const char *principal, char **err);
+
+/* ---- policy rules ---- */
+
+/* Adds (create) or replaces a rule. `rule` is the rule JSON of policy/rules.h; it is validated
+ * with pol_rule_parse and stored in canonical form. */
+int pol_admin_rule_put(sqlite3 *db, const char *actor, json_t *rule, bool create, char **err);
+int pol_admin_rule_delete(sqlite3 *db, const char *actor, const char *id, char **err);
+json_t *pol_admin_rule_get(sqlite3 *db, const char *id, char **err);
+json_t *pol_admin_rule_list(sqlite3 *db, char **err);
+/* "allow" or "deny": what happens when no rule matches. */
+int pol_admin_set_default_effect(sqlite3 *db, const char *actor, const char *effect, char **err);
+/* The current default effect ("deny" when unset), malloc'd. */
+char *pol_admin_default_effect(sqlite3 *db, char **err);
+
+/* ---- quotas ---- */
+
+/* Sets a rate limit for scope_kind "principal" or "team", scope, resource glob ("*" for the
+ * whole scope). rpm / tpm 0 means no limit of that kind; both 0 removes the limit. */
+int pol_admin_limit_set(sqlite3 *db, const char *actor, const char *scope_kind, const char *scope, const char *resource,
+                        int64_t rpm, int64_t tpm, char **err);
+json_t *pol_admin_limit_list(sqlite3 *db, char **err);
+
+/* Sets a budget for scope_kind "principal" or "team", period "day" or "month". max_tokens /
+ * max_cost_micros 0 means no limit of that kind; both 0 removes the budget. */
+int pol_admin_budget_set(sqlite3 *db, const char *actor, const char *scope_kind, const char *scope, const char *period,
+                         int64_t max_tokens, int64_t max_cost_micros, char **err);
+/* Budgets with their usage so far in the current period (computed from the usage table).
+ * scope_kind/scope may be NULL for all. */
+json_t *pol_admin_budget_list(sqlite3 *db, const char *scope_kind, const char *scope, int64_t now_ms, char **err);
+
+/* ---- reading usage and audit ---- */
+
+/* Usage summed over [since_ms, until_ms) grouped by `by` ("principal", "team", "model" or
+ * "plane"), optionally filtered (NULL: no filter). Rows: {key, requests, input_tokens,
+ * output_tokens, cost_micros}. */
+json_t *pol_admin_usage(sqlite3 *db, const char *by, const char *principal, const char *team, const char *model,
+                        int64_t since_ms, int64_t until_ms, char **err);
+
+/* Audit rows, newest first, at most `limit`, filtered by any non-NULL field. Rows: {id, ts_ms,
+ * actor, action, target, detail (parsed JSON when it is JSON)}. */
+json_t *pol_admin_audit(sqlite3 *db, const char *actor, const char *action, const char *target, int64_t since_ms,
+                        int64_t until_ms, int64_t after_id, int limit, char **err);
+
+#endif

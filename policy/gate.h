@@ -1,0 +1,81 @@
+/*
+ * gate.h — the one question every plane asks before it does anything for a caller: who is
+ * this, may they do this, and are they within their limits?
+ *
+ * A gate belongs to one daemon and one plane ("model", "mcp", "agent"). It reads the daemon's
+ * state snapshot for the request's worker (no locks, no SQLite), so a check costs microseconds.
+ * The order is fixed: authenticate (401), kill switches (403 "suspended"), policy rules (403),
+ * request rate limits (429 with Retry-After). Token budgets and token rate limits are checked
+ * by the plane that knows token counts, with pol_gate_reserve / pol_gate_settle.
+ *
+ * Every daemon with a gate also serves GET /whoami: the caller's identity as the gateway sees
+ * it and, with ?resource=R&action=A, the policy decision for that request (never the rules).
+ */
+#ifndef POL_GATE_H
+#define POL_GATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "authn.h"
+#include "budget.h"
+#include "daemon.h"
+#include "rules.h"
+
+typedef struct pol_gate pol_gate_t;
+
+typedef enum pol_outcome {
+    POL_OUTCOME_ALLOW = 0,
+    POL_OUTCOME_UNAUTHENTICATED, /* 401 */
+    POL_OUTCOME_SUSPENDED,       /* 403: a kill switch covers the caller */
+    POL_OUTCOME_FORBIDDEN,       /* 403: the rules deny */
+    POL_OUTCOME_RATE_LIMITED,    /* 429 */
+    POL_OUTCOME_OVER_BUDGET,     /* 429 */
+} pol_outcome_t;
+
+typedef struct pol_verdict {
+    pol_outcome_t outcome;
+    int status;               /* the HTTP status that goes with the outcome */
+    const char *code;         /* machine-readable: "invalid_api_key", "suspended", "permission_denied", … */
+    char message[320];        /* for the caller: what happened and what to do */
+    double retry_after_s;     /* for 429: seconds until a retry can succeed */
+    pol_authn_status_t authn; /* why authentication failed, when it did */
+    pol_identity_t identity;  /* valid when authenticated; release with pol_verdict_clear */
+    pol_decision_t decision;  /* the policy decision, when one was made */
+} pol_verdict_t;
+
+/* Creates the gate for `plane`: the JWT verifier from the configuration's auth section, the
+ * in-memory rate limiter, and the budget counters seeded from the store. Registers GET /whoami
+ * on the daemon's server. Call from the daemon's setup. Returns NULL and *err on failure
+ * (an unreadable key file, say). The gate lives as long as the daemon. */
+pol_gate_t *pol_gate_new(tp_daemon_t *d, const char *plane, char **err);
+
+void pol_gate_free(pol_gate_t *g);
+
+/* Authenticates the request and checks kill switches only. Returns true when the caller may
+ * proceed; otherwise *v says why (see pol_gate_refuse). Always pol_verdict_clear *v. */
+bool pol_gate_authenticate(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v);
+
+/* The whole check for one request: authenticate, kill switches, the rules for (resource,
+ * action) with the request's body size, and the caller's requests-per-minute limits. Sets
+ * r->principal on success. Returns true when allowed. */
+bool pol_gate_check(pol_gate_t *g, tp_request_t *r, const char *resource, const char *action, pol_verdict_t *v);
+
+/* Answers the request with the verdict's error in the plane's envelope, with WWW-Authenticate
+ * for 401 and Retry-After for 429. */
+void pol_gate_refuse(tp_request_t *r, const pol_verdict_t *v);
+
+void pol_verdict_clear(pol_verdict_t *v);
+
+/* Reserves an estimate of tokens (and its cost from the configured prices) against the
+ * caller's budgets and tokens-per-minute limits before a request goes upstream. Returns true
+ * when it fits; otherwise *v is set to OVER_BUDGET or RATE_LIMITED. */
+bool pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *resource, int64_t est_tokens,
+                      pol_reservation_t *res);
+
+/* Settles a reservation with the actual token counts and records the usage row through the
+ * store writer (asynchronously). */
+void pol_gate_settle(pol_gate_t *g, tp_request_t *r, const pol_verdict_t *v, const char *resource,
+                     pol_reservation_t *res, int64_t input_tokens, int64_t output_tokens);
+
+#endif
