@@ -84,6 +84,11 @@ static pol_authn_status_t
 authenticate_jwt(const pol_snapshot_t *snap, const pol_jwt_verifier_t *jwt, const char *cred, size_t len,
                  int64_t now_ms, pol_identity_t *out)
 {
+    size_t dots = 0;
+    for (size_t i = 0; i < len; i++)
+        dots += cred[i] == '.';
+    if (dots != 2)
+        return POL_AUTHN_MALFORMED; /* neither an API key nor a JWT */
     if (jwt == NULL)
         return POL_AUTHN_UNKNOWN_ISSUER; /* no issuer is trusted */
     pol_authn_status_t st = pol_jwt_verify(jwt, cred, len, now_ms / 1000, &out->jwt_principal);
