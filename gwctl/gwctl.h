@@ -52,5 +52,14 @@ extern const gwctl_command_t gwctl_cmd_config;
 extern const gwctl_command_t gwctl_cmd_init;
 extern const gwctl_command_t gwctl_cmd_status;
 extern const gwctl_command_t gwctl_cmd_reload;
+extern const gwctl_command_t gwctl_cmd_principal;
+extern const gwctl_command_t gwctl_cmd_team;
+extern const gwctl_command_t gwctl_cmd_key;
+extern const gwctl_command_t gwctl_cmd_policy;
+extern const gwctl_command_t gwctl_cmd_limit;
+extern const gwctl_command_t gwctl_cmd_budget;
+extern const gwctl_command_t gwctl_cmd_usage;
+extern const gwctl_command_t gwctl_cmd_audit;
+extern const gwctl_command_t gwctl_cmd_apply;
 
 #endif

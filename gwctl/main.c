@@ -16,10 +16,22 @@
 #define DEFAULT_TIMEOUT_MS  2000 /* a daemon that has not answered by then is reported as such */
 
 static const gwctl_command_t *const commands[] = {
+    /* the store and the daemons */
     &gwctl_cmd_init,
     &gwctl_cmd_status,
     &gwctl_cmd_config,
     &gwctl_cmd_reload,
+    /* identity, policy and quotas */
+    &gwctl_cmd_principal,
+    &gwctl_cmd_team,
+    &gwctl_cmd_key,
+    &gwctl_cmd_policy,
+    &gwctl_cmd_limit,
+    &gwctl_cmd_budget,
+    &gwctl_cmd_apply,
+    /* what happened */
+    &gwctl_cmd_usage,
+    &gwctl_cmd_audit,
 };
 #define NUM_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -45,8 +45,8 @@ db_fail(sqlite3 *db, char **err, const char *what)
     return fail(err, -EIO, "%s: %s", what, sqlite3_errmsg(db));
 }
 
-static bool
-valid_id(const char *s)
+bool
+pol_admin_valid_id(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > ID_MAX)
@@ -300,7 +300,7 @@ check_principal(json_t *p, char **err)
     if (!json_is_object(p))
         return fail(err, -EINVAL, "a principal must be an object");
     const char *id = json_string_value(json_object_get(p, "id"));
-    if (id == NULL || !valid_id(id))
+    if (id == NULL || !pol_admin_valid_id(id))
         return fail(err, -EINVAL, "principal id must be 1-%d characters of A-Z a-z 0-9 - _ . : @", ID_MAX);
     const char *key;
     json_t *v;
@@ -317,7 +317,7 @@ check_principal(json_t *p, char **err)
     if (kind_name == NULL || pol_kind_parse(kind_name, &kind) != 0)
         return fail(err, -EINVAL, "principal %s: kind must be user, service or agent", id);
     json_t *team = json_object_get(p, "team");
-    if (team != NULL && !json_is_null(team) && (!json_is_string(team) || !valid_id(json_string_value(team))))
+    if (team != NULL && !json_is_null(team) && (!json_is_string(team) || !pol_admin_valid_id(json_string_value(team))))
         return fail(err, -EINVAL, "principal %s: team must be a team id", id);
     json_t *roles = json_object_get(p, "roles");
     if (roles != NULL && !is_string_array(roles))
@@ -480,7 +480,7 @@ pol_admin_team_put(sqlite3 *db, const char *actor, json_t *t, bool create, char 
 {
     const char *id = json_string_value(json_object_get(t, "id"));
     json_t *desc = json_object_get(t, "description");
-    if (id == NULL || !valid_id(id))
+    if (id == NULL || !pol_admin_valid_id(id))
         return fail(err, -EINVAL, "team id must be 1-%d characters of A-Z a-z 0-9 - _ . : @", ID_MAX);
     if (desc != NULL && !json_is_string(desc))
         return fail(err, -EINVAL, "team %s: description must be a string", id);
@@ -651,6 +651,13 @@ pol_admin_key_rotate(sqlite3 *db, const char *actor, const char *id, int64_t ove
     if (strcmp(json_string_value(json_object_get(before, "status")), "active") != 0) {
         rv = fail(err, -EINVAL, "API key '%s' is %s: only an active key can be rotated", id,
                   json_string_value(json_object_get(before, "status")));
+        json_decref(before);
+        return finish(db, rv, err);
+    }
+    const char *replaced_by = json_string_value(json_object_get(before, "replaced_by"));
+    if (replaced_by != NULL) {
+        rv = fail(err, -EINVAL, "API key '%s' was already rotated (replaced by '%s'); rotate that one instead", id,
+                  replaced_by);
         json_decref(before);
         return finish(db, rv, err);
     }
@@ -857,7 +864,7 @@ pol_admin_limit_set(sqlite3 *db, const char *actor, const char *scope_kind, cons
 {
     if (!valid_scope_kind(scope_kind))
         return fail(err, -EINVAL, "a limit applies to a principal or a team, not '%s'", scope_kind);
-    if (!valid_id(scope))
+    if (!pol_admin_valid_id(scope))
         return fail(err, -EINVAL, "'%s' is not a valid %s id", scope, scope_kind);
     if (resource == NULL || resource[0] == '\0')
         resource = "*";
@@ -934,7 +941,7 @@ pol_admin_budget_set(sqlite3 *db, const char *actor, const char *scope_kind, con
 {
     if (!valid_scope_kind(scope_kind))
         return fail(err, -EINVAL, "a budget applies to a principal or a team, not '%s'", scope_kind);
-    if (!valid_id(scope))
+    if (!pol_admin_valid_id(scope))
         return fail(err, -EINVAL, "'%s' is not a valid %s id", scope, scope_kind);
     if (strcmp(period, "day") != 0 && strcmp(period, "month") != 0)
         return fail(err, -EINVAL, "a budget's period is day or month, not '%s'", period);

@@ -23,6 +23,9 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+/* True when s is a valid principal, team or rule id: 1-128 of A-Z a-z 0-9 - _ . : @. */
+bool pol_admin_valid_id(const char *s);
+
 /* Who is making changes: the OS user running gwctl ("os:alice", or "os:root(sudo:alice)"). */
 char *pol_admin_actor(void);
 
@@ -34,7 +37,7 @@ int pol_admin_principal_put(sqlite3 *db, const char *actor, json_t *p, bool crea
 int pol_admin_principal_set_enabled(sqlite3 *db, const char *actor, const char *id, bool enabled, char **err);
 /* Deletes a principal and its API keys. */
 int pol_admin_principal_delete(sqlite3 *db, const char *actor, const char *id, char **err);
-/* One principal as JSON (new reference), or NULL with -ENOENT in *rv. */
+/* One principal as JSON (new reference), or NULL with *err (e.g. "principal 'bob' does not exist"). */
 json_t *pol_admin_principal_get(sqlite3 *db, const char *id, char **err);
 json_t *pol_admin_principal_list(sqlite3 *db, char **err);
 

@@ -20,8 +20,9 @@ export function binary(name) {
 }
 
 // Builds a configuration file's text. `extra` maps section name to extra YAML lines.
-export function configText({ dir, common = [], tls = null, ports = {}, extra = {} }) {
+export function configText({ dir, common = [], tls = null, ports = {}, extra = {}, extraTop = [] }) {
   const lines = [
+    ...extraTop,
     'common:',
     '  log_level: debug',
     ...common.map((l) => `  ${l}`),
