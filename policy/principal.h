@@ -27,12 +27,12 @@ typedef struct pol_label {
 typedef struct pol_principal {
     char *id;
     pol_kind_t kind;
-    char *team;          /* NULL when the principal has no team */
-    char **roles;        /* num_roles role names */
+    char *team;   /* NULL when the principal has no team */
+    char **roles; /* num_roles role names */
     size_t num_roles;
     pol_label_t *labels; /* num_labels key/value pairs, sorted by key */
     size_t num_labels;
-    bool enabled;        /* a disabled principal authenticates to nothing */
+    bool enabled; /* a disabled principal authenticates to nothing */
     int64_t created_at_ms;
     int64_t updated_at_ms;
 } pol_principal_t;
