@@ -46,9 +46,12 @@ tp_strdup(const char *s)
 char *
 tp_strndup(const char *s, size_t n)
 {
-    char *p = strndup(s, n);
-    if (p == NULL)
-        tp_fatal("out of memory");
+    /* Not strndup: s need not be NUL-terminated within n bytes, and some checkers insist. */
+    const char *nul = memchr(s, '\0', n);
+    size_t len = nul != NULL ? (size_t)(nul - s) : n;
+    char *p = tp_malloc(len + 1);
+    memcpy(p, s, len);
+    p[len] = '\0';
     return p;
 }
 

@@ -318,6 +318,8 @@ compare_principal_id(const void *key, const void *elem)
 const pol_principal_t *
 pol_snapshot_principal(const pol_snapshot_t *snap, const char *id)
 {
+    if (snap->num_principals == 0)
+        return NULL; /* bsearch may not be given a NULL array */
     return bsearch(id, snap->principals, snap->num_principals, sizeof(pol_principal_t), compare_principal_id);
 }
 
@@ -330,6 +332,8 @@ compare_key_id(const void *key, const void *elem)
 const pol_key_t *
 pol_snapshot_key(const pol_snapshot_t *snap, const char *id)
 {
+    if (snap->num_keys == 0)
+        return NULL;
     return bsearch(id, snap->keys, snap->num_keys, sizeof(pol_key_t), compare_key_id);
 }
 

@@ -15,7 +15,7 @@ describe('three daemons with one store', () => {
   after(async () => {
     const results = await stack.close();
     for (const name of DAEMONS) {
-      assert.equal(results[name].code, 0, `${name} exit: ${JSON.stringify(results[name])}`);
+      assert.equal(results[name].code, 0, `${name} exit: ${JSON.stringify(results[name])}\n${stack.daemons[name].tail()}`);
       assert.deepEqual(stack.daemons[name].sanitizerReports(), []);
     }
   });
@@ -160,7 +160,7 @@ describe('three daemons with one store', () => {
 
   test('a stopped daemon disappears from gwctl status and its socket file is removed', async () => {
     const { code } = await stack.daemons['agent-gw'].stop();
-    assert.equal(code, 0);
+    assert.equal(code, 0, stack.daemons['agent-gw'].tail());
     const r = stack.gwctl('--json', 'status');
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout).map((d) => d.daemon), ['mcp-gw', 'model-gw']);

@@ -74,7 +74,7 @@ describe('graceful shutdown', () => {
       assert.equal(res.status, 200);
       assert.equal((await res.json()).slept_ms, 1500);
       const { code, at } = await d.exited;
-      assert.equal(code, 0);
+      assert.equal(code, 0, d.tail());
       assert.ok(at - started >= 1500, 'it did not exit before the request finished');
       assert.ok(at - started < 8000, `it exited soon after (${at - started} ms)`);
       assert.deepEqual(d.sanitizerReports(), []);
@@ -92,7 +92,7 @@ describe('graceful shutdown', () => {
       const t0 = Date.now();
       d.proc.kill('SIGTERM');
       const { code, at } = await d.exited;
-      assert.equal(code, 0);
+      assert.equal(code, 0, d.tail());
       assert.ok(at - t0 < 5000, `exited ${at - t0} ms after SIGTERM`);
       assert.equal(await inflight, 'dropped');
       assert.ok(d.lines.some((l) => typeof l === 'object' && /requests in flight/.test(l.msg ?? '')));
@@ -135,7 +135,7 @@ describe('graceful shutdown', () => {
       await d.waitForLog((l) => l.msg === 'shutting down');
       d.proc.kill('SIGTERM');
       const { code, at } = await d.exited;
-      assert.equal(code, 0);
+      assert.equal(code, 0, d.tail());
       assert.ok(at - t0 < 5000, `exited ${at - t0} ms after the first SIGTERM`);
       assert.equal(await inflight, 'dropped');
     } finally {

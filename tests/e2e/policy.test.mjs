@@ -85,7 +85,7 @@ describe('identity and policy through gwctl, with the daemons running', () => {
   });
   after(async () => {
     const results = await stack.close();
-    for (const name of DAEMONS) assert.equal(results[name].code, 0, `${name}: ${JSON.stringify(results[name])}`);
+    for (const name of DAEMONS) assert.equal(results[name].code, 0, `${name}: ${JSON.stringify(results[name])}\n${stack.daemons[name].tail()}`);
   });
 
   test('gwctl apply -f creates everything, then is idempotent; --dry-run changes nothing', () => {

@@ -225,7 +225,10 @@ pub_pem(EVP_PKEY *pkey)
     char *data;
     assert_int_equal(PEM_write_bio_PUBKEY(b, pkey), 1);
     long n = BIO_get_mem_data(b, &data);
-    char *out = strndup(data, (size_t)n);
+    char *out = malloc((size_t)n + 1); /* the BIO's buffer is not NUL-terminated */
+    assert_non_null(out);
+    memcpy(out, data, (size_t)n);
+    out[n] = '\0';
     BIO_free(b);
     return out;
 }

@@ -89,6 +89,13 @@ export class Daemon {
     return this;
   }
 
+  // The last lines this daemon wrote that are not JSON log lines (sanitizer reports, crashes),
+  // or its last log lines: what an assertion message needs when an exit status is wrong.
+  tail(n = 40) {
+    const plain = this.raw.split('\n').filter((l) => l && !l.startsWith('{'));
+    return (plain.length ? plain : this.raw.split('\n')).slice(-n).join('\n');
+  }
+
   // Sanitizer reports in this daemon's stderr (empty when clean).
   sanitizerReports() {
     return this.raw.split('\n').filter((l) => /ERROR: (Address|Leak)Sanitizer|runtime error:/.test(l));
