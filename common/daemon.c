@@ -57,6 +57,8 @@ typedef struct state_swap {
     tp_daemon_t *d;
     void *next;
     void *prev;
+    tp_control_call_t *call; /* answered once every worker uses `next` (control `refresh`), or NULL */
+    double started_ms;
 } state_swap_t;
 
 static void
@@ -73,6 +75,9 @@ swap_done(void *arg)
     state_swap_t *swap = arg;
     if (swap->prev != NULL)
         swap->d->spec->state_ops->release(swap->prev);
+    if (swap->call != NULL)
+        tp_control_reply(swap->call, json_pack("{s:b, s:f}", "refreshed", 1, "took_ms",
+                                               (double)uv_hrtime() / 1e6 - swap->started_ms));
     free(swap);
 }
 
@@ -90,15 +95,20 @@ arm_expiry(tp_daemon_t *d)
     }
 }
 
+/* Loads a new snapshot and hands it to every worker. When `call` is not NULL it is answered
+ * once every worker uses the new snapshot (or at once with the failure). */
 static int
-load_state(tp_daemon_t *d, const char *why)
+load_state_then(tp_daemon_t *d, const char *why, tp_control_call_t *call)
 {
+    double started_ms = (double)uv_hrtime() / 1e6;
     char *err = NULL;
     void *next = d->spec->state_ops->load(tp_store_db(d->store), &err);
     if (next == NULL) {
         tp_log_fields(TP_LOG_ERROR, NULL, "state load failed",
                       json_pack("{s:s, s:s}", "reason", why, "error", err != NULL ? err : "unknown"));
         tp_metric_add(d->m_reloads, (const char *[]){ "failed" }, 1);
+        if (call != NULL)
+            tp_control_fail(call, err != NULL ? err : "state load failed");
         free(err);
         return -1;
     }
@@ -109,15 +119,24 @@ load_state(tp_daemon_t *d, const char *why)
         d->spec->on_state(d, next);
     if (d->server != NULL && d->worker_states != NULL) {
         state_swap_t *swap = tp_calloc(1, sizeof(*swap));
-        *swap = (state_swap_t){ .d = d, .next = next, .prev = prev };
+        *swap = (state_swap_t){ .d = d, .next = next, .prev = prev, .call = call, .started_ms = started_ms };
         tp_server_each_worker(d->server, swap_on_worker, swap, &d->loop, swap_done, swap);
-    } else if (prev != NULL) {
-        d->spec->state_ops->release(prev);
+    } else {
+        if (prev != NULL)
+            d->spec->state_ops->release(prev);
+        if (call != NULL)
+            tp_control_reply(call, json_pack("{s:b}", "refreshed", 1));
     }
     arm_expiry(d);
     tp_metric_add(d->m_reloads, (const char *[]){ "ok" }, 1);
     tp_log_fields(TP_LOG_DEBUG, NULL, "state loaded", json_pack("{s:s}", "reason", why));
     return 0;
+}
+
+static int
+load_state(tp_daemon_t *d, const char *why)
+{
+    return load_state_then(d, why, NULL);
 }
 
 static void
@@ -184,6 +203,14 @@ cmd_status(tp_control_call_t *call, json_t *args, void *data)
     json_object_set_new(r, "writer_queue", json_integer((json_int_t)tp_store_writer_depth(d->writer)));
     json_object_set_new(r, "policy", d->state != NULL ? d->spec->state_ops->describe(d->state) : json_null());
     tp_control_reply(call, r);
+}
+
+/* `refresh`: rebuild the state snapshot from the store now (gwctl sends it after every change,
+ * so a change does not wait for the next watch tick); answered once every worker uses it. */
+static void
+cmd_refresh(tp_control_call_t *call, json_t *args, void *data)
+{
+    load_state_then(data, "control refresh", call);
 }
 
 static void
@@ -448,6 +475,7 @@ start_server(tp_daemon_t *d)
         goto fail;
     tp_control_register(d->control, "status", cmd_status, d);
     tp_control_register(d->control, "reload", cmd_reload, d);
+    tp_control_register(d->control, "refresh", cmd_refresh, d);
     if (d->spec->setup != NULL && d->spec->setup(d, &err) != 0)
         goto fail;
     /* Workers read their own slot without locks; they start with the snapshot loaded above. */

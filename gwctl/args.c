@@ -26,6 +26,10 @@ gwctl_call_begin(gwctl_call_t *c, gwctl_t *g, const gwctl_command_t *cmd)
 int
 gwctl_call_end(gwctl_call_t *c, int rv)
 {
+    /* A call that asked for an actor changed the store: tell the daemons now rather than let
+     * them find out at their next watch tick. */
+    if (rv == 0 && c->actor != NULL)
+        gwctl_notify_daemons(c->g);
     if (c->store != NULL)
         tp_store_close(c->store);
     free(c->actor);

@@ -178,6 +178,27 @@ run_reload(gwctl_t *g, int argc, char **argv)
     return failed == 0 ? 0 : 1;
 }
 
+void
+gwctl_notify_daemons(gwctl_t *g)
+{
+    tp_control_result_t *results = NULL;
+    char *err = NULL;
+    json_t *req = json_pack("{s:s}", "cmd", "refresh");
+    int n = tp_control_broadcast(g->control_dir, req, g->timeout_ms, &results, &err);
+    json_decref(req);
+    free(err); /* no control directory: no daemon to tell */
+    for (int i = 0; i < n; i++) {
+        const char *why = NULL;
+        if (answer_of(&results[i], &why) == NULL)
+            fprintf(stderr,
+                    "gwctl: warning: %s did not confirm the change (%s); it applies it within one watch "
+                    "interval\n",
+                    results[i].name, why);
+    }
+    if (n > 0)
+        tp_control_results_free(results, (size_t)n);
+}
+
 const gwctl_command_t gwctl_cmd_status = {
     .name = "status",
     .summary = "Ask every daemon in the control directory for its status.",

@@ -39,6 +39,11 @@ typedef struct gwctl_command {
  * on failure. */
 tp_store_t *gwctl_open_store(gwctl_t *g, bool create);
 
+/* Asks every running daemon to rebuild its state snapshot from the store now (control command
+ * `refresh`, answered once every worker uses it). Quiet when no daemon runs; warns on stderr,
+ * naming it, when a daemon does not confirm (it still converges at its next watch tick). */
+void gwctl_notify_daemons(gwctl_t *g);
+
 /* Prints a JSON value to stdout (indented) and releases it. */
 void gwctl_print_json(json_t *value);
 

@@ -20,7 +20,7 @@ export function binary(name) {
 }
 
 // Builds a configuration file's text. `extra` maps section name to extra YAML lines.
-export function configText({ dir, common = [], tls = null, ports = {}, extra = {}, extraTop = [] }) {
+export function configText({ dir, common = [], tls = null, ports = {}, extra = {}, extraTop = [], watchMs = 50 }) {
   const lines = [
     ...extraTop,
     'common:',
@@ -28,7 +28,7 @@ export function configText({ dir, common = [], tls = null, ports = {}, extra = {
     ...common.map((l) => `  ${l}`),
     'store:',
     `  path: ${path.join(dir, 'triplane.db')}`,
-    '  watch_interval_ms: 50',
+    `  watch_interval_ms: ${watchMs}`,
     'control:',
     `  dir: ${path.join(dir, 'run')}`,
   ];
