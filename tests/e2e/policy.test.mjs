@@ -227,6 +227,31 @@ describe('identity and policy through gwctl, with the daemons running', () => {
     assert.ok(await eventually(async () => (await whoami(stack, 'agent-gw', key)).status === 200, 5000, 5));
   });
 
+  test('usage and budgets read the usage records the planes write', () => {
+    const now = Date.now();
+    const insert = (principal, team, model, inTok, outTok, cost, ts = now) =>
+      `INSERT INTO usage (ts_ms, request_id, plane, principal_id, team, resource, input_tokens, output_tokens, cost_micros)
+       VALUES (${ts}, 'r', 'model', '${principal}', '${team}', '${model}', ${inTok}, ${outTok}, ${cost});`;
+    stack.sql(
+      insert('alice', 'ml', 'llama3-8b', 100, 50, 1500) +
+      insert('alice', 'ml', 'llama3-70b', 200, 100, 9000) +
+      insert('planner', 'ml', 'llama3-8b', 10, 5, 150) +
+      insert('alice', 'ml', 'llama3-8b', 999, 999, 999, now - 40 * 86400 * 1000), // an older month: not counted
+    );
+    const byModel = JSON.parse(stack.gwctl('--json', 'usage', '--by', 'model', '--since', '-1h').stdout).rows;
+    const m = Object.fromEntries(byModel.map((r) => [r.key, r]));
+    assert.equal(m['llama3-8b'].requests, 2);
+    assert.equal(m['llama3-8b'].input_tokens, 110);
+    assert.equal(m['llama3-70b'].output_tokens, 100);
+    const byPrincipal = JSON.parse(stack.gwctl('--json', 'usage', '--by', 'principal', '--since', '-1h').stdout).rows;
+    assert.equal(byPrincipal.find((r) => r.key === 'alice').cost_micros, 10500);
+
+    const budgets = JSON.parse(stack.gwctl('--json', 'budget', 'show', '--team', 'ml').stdout);
+    assert.equal(budgets.length, 1);
+    assert.equal(budgets[0].max_tokens, 1000000);
+    assert.equal(budgets[0].used_tokens, 465);
+  });
+
   test('every admin change is in the audit log, with who, what and when', () => {
     const rows = JSON.parse(stack.gwctl('--json', 'audit', 'query', '--limit', '200').stdout);
     const actions = new Set(rows.map((r) => r.action));
