@@ -364,6 +364,12 @@ static const tp_cfg_field_t jwt_fields[] = {
       .def = "user",
       .choices = principal_kinds,
       .doc = "principal kind when a token has no kind claim" },
+    { .key = "stored_principals",
+      .type = TP_CFG_BOOL,
+      .offset = offsetof(tp_jwt_issuer_config_t, stored_principals),
+      .def = "false",
+      .doc = "tokens may act as the stored principal with the same id (its team, roles, labels and enabled "
+             "flag apply); when false, a token naming a stored principal is refused" },
     { .key = "claims",
       .type = TP_CFG_SECTION,
       .offset = offsetof(tp_jwt_issuer_config_t, claims),

@@ -70,11 +70,12 @@ typedef struct tp_jwt_issuer_config {
     size_t audience_count;
     char **algorithms; /* allowed `alg` values (HS256, RS256, ES256, …); `none` is refused */
     size_t algorithm_count;
-    char *hs_secret;       /* the HMAC secret for HS* (use ${ENV}) */
-    char *public_key_file; /* a PEM public key for RS*, PS* and ES* */
-    char *jwks_file;       /* a JWKS file; keys are picked by `kid` */
-    int leeway_s;          /* clock skew allowed for exp and nbf */
-    char *default_kind;    /* user | service | agent, when the kind claim is absent */
+    char *hs_secret;        /* the HMAC secret for HS* (use ${ENV}) */
+    char *public_key_file;  /* a PEM public key for RS*, PS* and ES* */
+    char *jwks_file;        /* a JWKS file; keys are picked by `kid` */
+    int leeway_s;           /* clock skew allowed for exp and nbf */
+    char *default_kind;     /* user | service | agent, when the kind claim is absent */
+    bool stored_principals; /* tokens may act as the stored principal with the same id */
     tp_jwt_claims_config_t claims;
 } tp_jwt_issuer_config_t;
 

@@ -17,6 +17,34 @@
 #define DRAIN_POLL_MS       20                            /* how often shutdown checks in-flight requests */
 #define DRAIN_IDLE_MS       250 /* connections with no request for this long are idle keep-alives */
 
+/* A snapshot with a reference count: the main thread holds one reference to the current snapshot,
+ * and a request that keeps using a snapshot after its handler returns holds one more (see
+ * tp_daemon_request_state_hold). The last reference released frees it, on whichever thread. */
+typedef struct state_ref {
+    void *state;
+    _Atomic long refs;
+    const tp_state_ops_t *ops;
+} state_ref_t;
+
+static state_ref_t *
+state_ref_new(void *state, const tp_state_ops_t *ops)
+{
+    state_ref_t *ref = tp_malloc(sizeof(*ref));
+    ref->state = state;
+    atomic_init(&ref->refs, 1);
+    ref->ops = ops;
+    return ref;
+}
+
+static void
+state_ref_release(state_ref_t *ref)
+{
+    if (ref != NULL && atomic_fetch_sub(&ref->refs, 1) == 1) {
+        ref->ops->release(ref->state);
+        free(ref);
+    }
+}
+
 struct tp_daemon {
     const tp_daemon_spec_t *spec;
     tp_config_t cfg;
@@ -27,8 +55,8 @@ struct tp_daemon {
     tp_store_writer_t *writer;
     tp_server_t *server;
     tp_control_server_t *control;
-    void *state;              /* the current snapshot (spec->state_ops), as the main thread sees it */
-    void **worker_states;     /* per worker: the snapshot its requests use; written only on that worker */
+    state_ref_t *state;       /* the current snapshot, as the main thread sees it (holds one reference) */
+    state_ref_t **worker_states; /* per worker: the snapshot its requests use; written only on that worker */
     uv_timer_t expiry_timer;  /* reloads the snapshot when something in it expires */
     _Atomic bool state_ready; /* a snapshot was loaded: read by /readyz on workers */
     _Atomic bool config_ready;
@@ -55,8 +83,8 @@ unix_ms(void)
 
 typedef struct state_swap {
     tp_daemon_t *d;
-    void *next;
-    void *prev;
+    state_ref_t *next;
+    state_ref_t *prev;
     tp_control_call_t *call; /* answered once every worker uses `next` (control `refresh`), or NULL */
     double started_ms;
 } state_swap_t;
@@ -73,8 +101,7 @@ static void
 swap_done(void *arg)
 {
     state_swap_t *swap = arg;
-    if (swap->prev != NULL)
-        swap->d->spec->state_ops->release(swap->prev);
+    state_ref_release(swap->prev);
     if (swap->call != NULL)
         tp_control_reply(swap->call, json_pack("{s:b, s:f}", "refreshed", 1, "took_ms",
                                                (double)uv_hrtime() / 1e6 - swap->started_ms));
@@ -87,7 +114,7 @@ static void on_state_expiry(uv_timer_t *t);
 static void
 arm_expiry(tp_daemon_t *d)
 {
-    int64_t at = d->spec->state_ops->expires_at_ms != NULL ? d->spec->state_ops->expires_at_ms(d->state) : 0;
+    int64_t at = d->spec->state_ops->expires_at_ms != NULL ? d->spec->state_ops->expires_at_ms(d->state->state) : 0;
     uv_timer_stop(&d->expiry_timer);
     if (at > 0) {
         int64_t wait = at - unix_ms();
@@ -112,18 +139,17 @@ load_state_then(tp_daemon_t *d, const char *why, tp_control_call_t *call)
         free(err);
         return -1;
     }
-    void *prev = d->state;
-    d->state = next;
+    state_ref_t *prev = d->state;
+    d->state = state_ref_new(next, d->spec->state_ops);
     atomic_store(&d->state_ready, true);
     if (d->spec->on_state != NULL)
         d->spec->on_state(d, next);
     if (d->server != NULL && d->worker_states != NULL) {
         state_swap_t *swap = tp_calloc(1, sizeof(*swap));
-        *swap = (state_swap_t){ .d = d, .next = next, .prev = prev, .call = call, .started_ms = started_ms };
+        *swap = (state_swap_t){ .d = d, .next = d->state, .prev = prev, .call = call, .started_ms = started_ms };
         tp_server_each_worker(d->server, swap_on_worker, swap, &d->loop, swap_done, swap);
     } else {
-        if (prev != NULL)
-            d->spec->state_ops->release(prev);
+        state_ref_release(prev);
         if (call != NULL)
             tp_control_reply(call, json_pack("{s:b}", "refreshed", 1));
     }
@@ -201,7 +227,7 @@ cmd_status(tp_control_call_t *call, json_t *args, void *data)
     json_object_set_new(r, "store_healthy", json_boolean(tp_store_healthy(d->store)));
     json_object_set_new(r, "schema_version", json_integer(tp_store_schema_version(d->store)));
     json_object_set_new(r, "writer_queue", json_integer((json_int_t)tp_store_writer_depth(d->writer)));
-    json_object_set_new(r, "policy", d->state != NULL ? d->spec->state_ops->describe(d->state) : json_null());
+    json_object_set_new(r, "policy", d->state != NULL ? d->spec->state_ops->describe(d->state->state) : json_null());
     tp_control_reply(call, r);
 }
 
@@ -479,7 +505,7 @@ start_server(tp_daemon_t *d)
     if (d->spec->setup != NULL && d->spec->setup(d, &err) != 0)
         goto fail;
     /* Workers read their own slot without locks; they start with the snapshot loaded above. */
-    d->worker_states = tp_calloc(tp_server_worker_count(d->server), sizeof(void *));
+    d->worker_states = tp_calloc(tp_server_worker_count(d->server), sizeof(*d->worker_states));
     for (unsigned i = 0; i < tp_server_worker_count(d->server); i++)
         d->worker_states[i] = d->state;
     if (tp_server_start(d->server, &err) != 0)
@@ -507,8 +533,7 @@ cleanup(tp_daemon_t *d)
         tp_store_writer_stop(d->writer); /* commits everything accepted */
     if (d->store != NULL)
         tp_store_close(d->store);
-    if (d->state != NULL)
-        d->spec->state_ops->release(d->state);
+    state_ref_release(d->state);
     tp_server_free(d->server);
     free(d->worker_states);
     close_handle((uv_handle_t *)&d->drain_timer);
@@ -630,11 +655,27 @@ tp_daemon_loop(tp_daemon_t *d)
 const void *
 tp_daemon_state(const tp_daemon_t *d)
 {
-    return d->state;
+    return d->state != NULL ? d->state->state : NULL;
 }
 
 const void *
 tp_daemon_request_state(const tp_daemon_t *d, const tp_request_t *r)
 {
-    return d->worker_states[tp_worker_id(r->worker)];
+    return d->worker_states[tp_worker_id(r->worker)]->state;
+}
+
+static void
+release_held_state(void *p)
+{
+    state_ref_release(*(state_ref_t **)p);
+}
+
+const void *
+tp_daemon_request_state_hold(const tp_daemon_t *d, tp_request_t *r)
+{
+    state_ref_t *ref = d->worker_states[tp_worker_id(r->worker)];
+    atomic_fetch_add(&ref->refs, 1);
+    state_ref_t **slot = h2o_mem_alloc_shared(&r->req->pool, sizeof(*slot), release_held_state);
+    *slot = ref;
+    return ref->state;
 }

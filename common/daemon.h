@@ -68,8 +68,12 @@ uv_loop_t *tp_daemon_loop(tp_daemon_t *d);
 const void *tp_daemon_state(const tp_daemon_t *d);
 
 /* The snapshot a request uses: its worker's own copy of the pointer, read without locks, and
- * valid until the request's handler returns control to the worker's loop. A callback that runs
- * later must call this again rather than keep the pointer. */
+ * valid until the request's handler returns control to the worker's loop. */
 const void *tp_daemon_request_state(const tp_daemon_t *d, const tp_request_t *r);
+
+/* The same snapshot, kept alive until the request is disposed (one atomic increment now, one
+ * decrement then), for requests that use it from later callbacks (streaming, upstream answers).
+ * Call it more than once per request only if needed: each call holds one more reference. */
+const void *tp_daemon_request_state_hold(const tp_daemon_t *d, tp_request_t *r);
 
 #endif

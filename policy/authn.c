@@ -24,6 +24,8 @@ static const struct {
     [POL_AUTHN_UNKNOWN_KID] = { "unknown_kid", "the token's key id is not known" },
     [POL_AUTHN_BAD_CLAIMS] = { "bad_claims", "the token lacks a required claim" },
     [POL_AUTHN_DISABLED] = { "principal_disabled", "the principal is disabled" },
+    [POL_AUTHN_PRINCIPAL_CONFLICT] = { "principal_conflict",
+                                       "the token names a principal that its issuer may not act as" },
 };
 
 const char *
@@ -65,8 +67,11 @@ authenticate_key(const pol_snapshot_t *snap, const char *cred, size_t len, int64
     if (pol_apikey_parse(cred, len, id, &secret, &secret_len) != 0)
         return POL_AUTHN_MALFORMED;
     const pol_key_t *key = pol_snapshot_key(snap, id);
-    /* The secret is checked first, so only a caller holding the key learns its state. */
-    if (key == NULL || !pol_apikey_verify(key->hash, secret, secret_len))
+    /* The secret is checked first, so only a caller holding the key learns its state; an
+     * unknown id is hashed against a dummy all the same, so timing does not tell ids apart. */
+    static const uint8_t dummy[POL_APIKEY_HASH_LEN];
+    bool match = pol_apikey_verify(key != NULL ? key->hash : dummy, secret, secret_len);
+    if (key == NULL || !match)
         return POL_AUTHN_UNKNOWN_KEY;
     if (key->revoked_at_ms != 0)
         return POL_AUTHN_REVOKED;
@@ -97,6 +102,8 @@ authenticate_jwt(const pol_snapshot_t *snap, const pol_jwt_verifier_t *jwt, cons
     out->method = "jwt";
     const pol_principal_t *stored = pol_snapshot_principal(snap, out->jwt_principal.id);
     if (stored != NULL) {
+        if (!pol_jwt_issuer_may_act_as_stored(jwt, out->jwt_principal.issuer))
+            return POL_AUTHN_PRINCIPAL_CONFLICT;
         pol_principal_clear(&out->jwt_principal);
         if (!stored->enabled)
             return POL_AUTHN_DISABLED;

@@ -41,12 +41,6 @@ mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static const pol_snapshot_t *
-snapshot_of(pol_gate_t *g, tp_request_t *r)
-{
-    return tp_daemon_request_state(g->daemon, r);
-}
-
 /* ---- verdicts ---- */
 
 __attribute__((format(printf, 5, 6))) static bool
@@ -93,7 +87,7 @@ kill_covers(const pol_kill_t *k, const pol_principal_t *p, int64_t now)
     if (strcmp(k->target_kind, "principal") == 0)
         return strcmp(k->target, p->id) == 0;
     if (strcmp(k->target_kind, "agent") == 0)
-        return p->kind == POL_KIND_AGENT && strcmp(k->target, p->id) == 0;
+        return strcmp(k->target, p->id) == 0; /* whatever kind it was stored or asserted as */
     if (strcmp(k->target_kind, "team") == 0)
         return p->team != NULL && strcmp(k->target, p->team) == 0;
     return false;
@@ -113,7 +107,10 @@ bool
 pol_gate_authenticate(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v)
 {
     memset(v, 0, sizeof(*v));
-    const pol_snapshot_t *snap = snapshot_of(g, r);
+    /* Held until the request is disposed: the verdict points into it, and a plane settles
+     * usage from callbacks long after this handler returned. */
+    const pol_snapshot_t *snap = tp_daemon_request_state_hold(g->daemon, r);
+    v->snapshot = snap;
     h2o_iovec_t auth = tp_http_header(r, "authorization");
     int64_t now = unix_ms();
     v->authn = pol_authenticate(snap, g->jwt, auth.base, auth.len, now, &v->identity);
@@ -128,10 +125,14 @@ pol_gate_authenticate(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v)
     r->principal = h2o_mem_alloc_pool(&r->req->pool, strlen(p->id) + 1);
     memcpy((char *)r->principal, p->id, strlen(p->id) + 1);
     const pol_kill_t *k = find_kill(snap, p, now);
-    if (k != NULL)
+    if (k != NULL) {
+        /* The operator's reason may be an internal incident note: it goes to the log only. */
+        tp_log_fields(TP_LOG_WARN, r->id, "refused: kill switch",
+                      json_pack("{s:s, s:s, s:s, s:s, s:s}", "principal", p->id, "plane", g->plane, "kill_kind",
+                                k->target_kind, "kill_target", k->target, "reason", k->reason));
         return refuse(v, POL_OUTCOME_SUSPENDED, 403, "suspended",
-                      "%s '%s' is suspended by an operator (kill switch on %s %s: %s)", pol_kind_name(p->kind), p->id,
-                      k->target_kind, k->target, k->reason);
+                      "%s '%s' is suspended by an operator; ask them to release it", pol_kind_name(p->kind), p->id);
+    }
     v->outcome = POL_OUTCOME_ALLOW;
     return true;
 }
@@ -167,7 +168,7 @@ pol_gate_check(pol_gate_t *g, tp_request_t *r, const char *resource, const char 
 {
     if (!pol_gate_authenticate(g, r, v))
         return false;
-    const pol_snapshot_t *snap = snapshot_of(g, r);
+    const pol_snapshot_t *snap = v->snapshot;
     const pol_principal_t *p = v->identity.principal;
     pol_request_t preq = {
         .principal = p,
@@ -223,7 +224,7 @@ pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *r
                  pol_reservation_t *res)
 {
     memset(res, 0, sizeof(*res));
-    const pol_snapshot_t *snap = snapshot_of(g, r);
+    const pol_snapshot_t *snap = v->snapshot;
     const pol_principal_t *p = v->identity.principal;
     int64_t now_ns = mono_ns();
     for (size_t i = 0; i < snap->num_limits; i++) {
@@ -259,6 +260,26 @@ pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *r
     return true;
 }
 
+/* Charges tokens beyond the estimate to the tokens-per-minute buckets that cover the request. */
+static void
+charge_token_limits(pol_gate_t *g, const pol_snapshot_t *snap, const pol_principal_t *p, const char *resource,
+                    int64_t extra)
+{
+    if (extra <= 0)
+        return;
+    int64_t now_ns = mono_ns();
+    for (size_t i = 0; i < snap->num_limits; i++) {
+        const pol_rate_limit_t *l = &snap->limits[i];
+        bool mine = l->scope_kind == POL_BUDGET_PRINCIPAL ? strcmp(l->scope, p->id) == 0
+                                                          : p->team != NULL && strcmp(l->scope, p->team) == 0;
+        if (!mine || l->tokens_per_minute <= 0 || fnmatch(l->resource, resource, 0) != 0)
+            continue;
+        char key[512];
+        snprintf(key, sizeof(key), "tpm|%s|%s|%s", pol_budget_scope_name(l->scope_kind), l->scope, l->resource);
+        pol_ratelimit_charge(g->limiter, key, (double)l->tokens_per_minute, 0, (double)extra, now_ns);
+    }
+}
+
 void
 pol_gate_settle(pol_gate_t *g, tp_request_t *r, const pol_verdict_t *v, const char *resource, pol_reservation_t *res,
                 int64_t input_tokens, int64_t output_tokens)
@@ -271,8 +292,10 @@ pol_gate_settle(pol_gate_t *g, tp_request_t *r, const pol_verdict_t *v, const ch
     /* Stamped with the reservation's time, so the row counts in the period the budget charged
      * (a request that straddles midnight), and seeding after a restart agrees. */
     int64_t ts = res->active ? res->reserved_at_ms : unix_ms();
+    int64_t estimated = res->active ? res->tokens : 0;
     if (res->active)
         pol_budget_settle(g->budgets, res, input_tokens + output_tokens, cost);
+    charge_token_limits(g, v->snapshot, p, resource, input_tokens + output_tokens - estimated);
     const tp_store_value_t values[] = {
         { .type = TP_STORE_INT, .u.i = ts },
         { .type = TP_STORE_TEXT, .u.s = r->id },
@@ -300,8 +323,8 @@ principal_json(const pol_principal_t *p)
         json_array_append_new(roles, json_string(p->roles[i]));
     for (size_t i = 0; i < p->num_labels; i++)
         json_object_set_new(labels, p->labels[i].key, json_string(p->labels[i].value));
-    return json_pack("{s:s, s:s, s:s?, s:o, s:o}", "id", p->id, "kind", pol_kind_name(p->kind), "team", p->team,
-                     "roles", roles, "labels", labels);
+    return json_pack("{s:s, s:s, s:s?, s:o, s:o, s:s?}", "id", p->id, "kind", pol_kind_name(p->kind), "team", p->team,
+                     "roles", roles, "labels", labels, "issuer", p->issuer);
 }
 
 static int
@@ -322,7 +345,7 @@ handle_whoami(tp_request_t *r, void *data)
     char resource[QUERY_VALUE_MAX], action[QUERY_VALUE_MAX];
     if (tp_http_query_param(r, "resource", resource, sizeof(resource)) &&
         tp_http_query_param(r, "action", action, sizeof(action))) {
-        const pol_snapshot_t *snap = snapshot_of(g, r);
+        const pol_snapshot_t *snap = v.snapshot;
         pol_request_t preq = {
             .principal = p,
             .plane = g->plane,

@@ -33,7 +33,11 @@ typedef enum pol_outcome {
     POL_OUTCOME_OVER_BUDGET,     /* 429 */
 } pol_outcome_t;
 
+/* A verdict points into itself (identity.principal may be &identity.jwt_principal) and into the
+ * snapshot it was made with, which the request holds until it is disposed: keep it where it was
+ * filled in (in the request's pool, say); never copy it. */
 typedef struct pol_verdict {
+    const struct pol_snapshot *snapshot; /* the snapshot the request holds, for later calls */
     pol_outcome_t outcome;
     int status;               /* the HTTP status that goes with the outcome */
     const char *code;         /* machine-readable: "invalid_api_key", "suspended", "permission_denied", … */

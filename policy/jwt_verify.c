@@ -106,6 +106,7 @@ typedef struct jwt_issuer {
     bool has_jwks; /* a key came from jwks_file: then a token's kid must name one */
     int64_t leeway_s;
     pol_kind_t default_kind;
+    bool stored_principals; /* may tokens act as the stored principal with the same id */
     char *claim_principal;
     char *claim_kind;
     char *claim_team;
@@ -557,6 +558,7 @@ issuer_init(const pol_jwt_verifier_t *v, jwt_issuer_t *is, const tp_jwt_issuer_c
         is->audiences[i] = tp_strdup(c->audiences[i]);
     is->audience_count = c->audience_count;
     is->leeway_s = c->leeway_s > 0 ? c->leeway_s : 0;
+    is->stored_principals = c->stored_principals;
     is->default_kind = POL_KIND_USER;
     if (c->default_kind != NULL && pol_kind_parse(c->default_kind, &is->default_kind) != 0) {
         set_err(err, is->iss, "default_kind \"%s\" is not user, service or agent", c->default_kind);
@@ -848,6 +850,7 @@ map_claims(const jwt_issuer_t *is, json_t *claims, pol_principal_t *out)
     }
 
     out->id = tp_strdup(json_string_value(id));
+    out->issuer = tp_strdup(is->iss);
     if (json_is_string(team) && json_string_length(team) > 0)
         out->team = tp_strdup(json_string_value(team));
     out->enabled = true;
@@ -951,4 +954,11 @@ pol_jwt_verify(const pol_jwt_verifier_t *v, const char *token, size_t len, int64
     json_decref(p.claims);
     free(buf);
     return st;
+}
+
+bool
+pol_jwt_issuer_may_act_as_stored(const pol_jwt_verifier_t *v, const char *iss)
+{
+    const jwt_issuer_t *is = iss != NULL ? find_issuer(v, iss) : NULL;
+    return is != NULL && is->stored_principals;
 }

@@ -19,6 +19,7 @@
 #ifndef POL_JWT_VERIFY_H
 #define POL_JWT_VERIFY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -66,5 +67,9 @@ void pol_jwt_verifier_free(pol_jwt_verifier_t *v);
  * A JSON null counts as absent for the optional kind, team and roles claims. */
 pol_authn_status_t pol_jwt_verify(const pol_jwt_verifier_t *v, const char *token, size_t len, int64_t now_s,
                                   pol_principal_t *out);
+
+/* True when the issuer `iss` is configured with stored_principals: its tokens may act as the
+ * stored principal with the same id. */
+bool pol_jwt_issuer_may_act_as_stored(const pol_jwt_verifier_t *v, const char *iss);
 
 #endif

@@ -49,6 +49,7 @@ pol_principal_clear(pol_principal_t *p)
 {
     free(p->id);
     free(p->team);
+    free(p->issuer);
     for (size_t i = 0; i < p->num_roles; i++)
         free(p->roles[i]);
     free(p->roles);

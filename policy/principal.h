@@ -33,6 +33,7 @@ typedef struct pol_principal {
     pol_label_t *labels; /* num_labels key/value pairs, sorted by key */
     size_t num_labels;
     bool enabled; /* a disabled principal authenticates to nothing */
+    char *issuer; /* for a principal built from a JWT: the `iss` that asserted it; else NULL */
     int64_t created_at_ms;
     int64_t updated_at_ms;
 } pol_principal_t;

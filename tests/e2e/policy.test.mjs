@@ -202,7 +202,13 @@ describe('identity and policy through gwctl, with the daemons running', () => {
     const r = await whoami(stack, 'mcp-gw', good);
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.method, 'jwt');
-    assert.deepEqual(r.body.principal, { id: 'bob', kind: 'user', team: 'ml', roles: ['analyst'], labels: {} });
+    assert.deepEqual(r.body.principal, { id: 'bob', kind: 'user', team: 'ml', roles: ['analyst'], labels: {}, issuer: 'https://idp.e2e' });
+
+    // A token may not pass itself off as a stored principal unless its issuer is trusted to.
+    const posing = hs256({ iss: 'https://idp.e2e', aud: 'triplane-e2e', sub: 'alice', exp: now + 300 });
+    const conflict = await whoami(stack, 'mcp-gw', posing);
+    assert.equal(conflict.status, 401);
+    assert.match(conflict.body.error.message, /may not act as/);
 
     const cases = {
       'wrong audience': hs256({ iss: 'https://idp.e2e', aud: 'someone-else', sub: 'bob', exp: now + 300 }),
