@@ -683,8 +683,8 @@ execute(apply_t *a, sqlite3 *db, bool dry_run)
         const change_t *ch = &a->changes[done];
         problem(a, ch->line, "cannot make '%c %s %s': %s", ch->op, ch->section->singular, ch->name,
                 err != NULL ? err : "failed");
-        fprintf(stderr, "gwctl apply: stopped: %zu of %zu changes were made (%s), the rest were not\n", done,
-                a->num_changes, done > 0 ? "listed above" : "none");
+        fprintf(stderr, "gwctl apply: nothing was changed (all changes are made in one transaction)\n");
+        done = 0;
     }
     if (a->c->g->json) {
         json_t *result = json_pack("{s:b, s:o, s:I, s:I}", "dry_run", dry_run, "changes", out, "changed",
@@ -731,16 +731,34 @@ apply_file(apply_t *a, bool dry_run, bool prune)
     for (size_t i = 0; i < NUM_SECTIONS; i++)
         a->seen[i] = json_object();
     sqlite3 *db = gwctl_call_db(a->c);
-    if (db == NULL || read_store(a, db) != 0)
+    if (db == NULL)
         return 1;
+    /* One transaction from reading the store to the last change: the plan is made against the
+     * state it changes, and daemons see the whole file applied or none of it (each admin call
+     * becomes a savepoint inside it). */
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        fprintf(stderr, "gwctl apply: begin: %s\n", sqlite3_errmsg(db));
+        return 1;
+    }
+    int rv = 1;
+    if (read_store(a, db) != 0)
+        goto out;
     check_file(a, root);
     if (a->problems > 0) {
         fprintf(stderr, "gwctl apply: %d problem%s in %s; nothing was changed\n", a->problems,
                 a->problems == 1 ? "" : "s", gwctl_yaml_name(a->doc));
-        return 1;
+        goto out;
     }
     plan_file(a, root, prune);
-    return execute(a, db, dry_run);
+    rv = execute(a, db, dry_run);
+out:
+    if (rv == 0 && !dry_run && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        fprintf(stderr, "gwctl apply: commit: %s; nothing was changed\n", sqlite3_errmsg(db));
+        rv = 1;
+    }
+    if (sqlite3_get_autocommit(db) == 0)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rv;
 }
 
 static int

@@ -98,16 +98,33 @@ run(sqlite3 *db, sqlite3_stmt *stmt, char **err, const char *what)
     return rc == SQLITE_DONE ? 0 : db_fail(db, err, what);
 }
 
+/* Starts a change: BEGIN IMMEDIATE when no transaction is open (the write lock up front, so a
+ * busy store makes us wait rather than fail half-way), or a savepoint inside the caller's
+ * transaction, so that many changes (gwctl apply) commit or roll back as one. Returns
+ * TXN_OUTER or TXN_NESTED for finish, or a negative code with *err. */
+enum { TXN_NESTED = 0, TXN_OUTER = 1 };
+
 static int
 begin(sqlite3 *db, char **err)
 {
-    return sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : db_fail(db, err, "begin");
+    bool outer = sqlite3_get_autocommit(db) != 0;
+    if (sqlite3_exec(db, outer ? "BEGIN IMMEDIATE" : "SAVEPOINT pol_admin", NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(db, err, "begin");
+    return outer ? TXN_OUTER : TXN_NESTED;
 }
 
-/* Commits when rv == 0, rolls back otherwise; returns rv (or the commit's failure). */
+/* Ends what begin started: commits (or releases the savepoint) when rv == 0, rolls back
+ * otherwise. Returns rv, or the commit's failure. */
 static int
-finish(sqlite3 *db, int rv, char **err)
+finish(sqlite3 *db, int txn, int rv, char **err)
 {
+    if (txn == TXN_NESTED) {
+        if (rv != 0)
+            sqlite3_exec(db, "ROLLBACK TO pol_admin", NULL, NULL, NULL);
+        if (sqlite3_exec(db, "RELEASE pol_admin", NULL, NULL, NULL) != SQLITE_OK && rv == 0)
+            rv = db_fail(db, err, "release");
+        return rv;
+    }
     if (rv != 0) {
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         return rv;
@@ -201,6 +218,45 @@ row_json(sqlite3 *db, sqlite3_stmt *stmt, const char *what, const char *id, char
     json_decref(rows);
     if (row == NULL)
         fail(err, -ENOENT, "%s '%s' does not exist", what, id);
+    return row;
+}
+
+/* Reads the row `id` of `table` as `get` shows it, as the "before" of a change. Returns 0 with
+ * *out (NULL when there is no such row), or a negative code with *err when the store fails, so
+ * that a read error is never taken for "absent" (and a create never overwrites). */
+static int
+read_before(sqlite3 *db, const char *table, const char *id, json_t *(*get)(sqlite3 *, const char *, char **),
+            json_t **out, char **err)
+{
+    *out = NULL;
+    char *sql = tp_sprintf("SELECT 1 FROM %s WHERE id = ?", table);
+    sqlite3_stmt *stmt = prepare(db, sql, err);
+    free(sql);
+    if (stmt == NULL)
+        return -EIO;
+    sqlite3_bind_text(stmt, 1, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return db_fail(db, err, "read");
+    char *why = NULL;
+    *out = get(db, id, &why);
+    if (*out == NULL) {
+        *err = why != NULL ? why : tp_strdup("read failed");
+        return -EIO;
+    }
+    return 0;
+}
+
+/* The row as it is after a change, for the audit record (NULL if it cannot be read). */
+static json_t *
+read_after(sqlite3 *db, const char *id, json_t *(*get)(sqlite3 *, const char *, char **))
+{
+    char *why = NULL;
+    json_t *row = get(db, id, &why);
+    free(why);
     return row;
 }
 
@@ -349,14 +405,15 @@ pol_admin_principal_put(sqlite3 *db, const char *actor, json_t *p, bool create, 
     if (rv != 0)
         return rv;
     const char *id = json_string_value(json_object_get(p, "id"));
-    if ((rv = begin(db, err)) != 0)
-        return rv;
-    char *ignored = NULL;
-    json_t *before = pol_admin_principal_get(db, id, &ignored);
-    free(ignored);
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    json_t *before = NULL;
+    if ((rv = read_before(db, "principals", id, pol_admin_principal_get, &before, err)) != 0)
+        return finish(db, txn, rv, err);
     if (before != NULL && create) {
         json_decref(before);
-        return finish(db, fail(err, -EEXIST, "principal '%s' already exists", id), err);
+        return finish(db, txn, fail(err, -EEXIST, "principal '%s' already exists", id), err);
     }
     sqlite3_stmt *stmt = prepare(db,
                                  "INSERT INTO principals (id, kind, team, roles, labels, enabled, description, "
@@ -366,7 +423,7 @@ pol_admin_principal_put(sqlite3 *db, const char *actor, json_t *p, bool create, 
                                  err);
     if (stmt == NULL) {
         json_decref(before);
-        return finish(db, -EIO, err);
+        return finish(db, txn, -EIO, err);
     }
     char *roles = member_text(p, "roles", "[]"), *labels = member_text(p, "labels", "{}");
     json_t *team = json_object_get(p, "team"), *enabled = json_object_get(p, "enabled");
@@ -383,27 +440,28 @@ pol_admin_principal_put(sqlite3 *db, const char *actor, json_t *p, bool create, 
     free(labels);
     rv = run(db, stmt, err, "write the principal");
     if (rv == 0) {
-        json_t *after = pol_admin_principal_get(db, id, err);
+        json_t *after = read_after(db, id, pol_admin_principal_get);
         rv = audit(db, actor, before != NULL ? "principal.update" : "principal.create", id, before, after, err);
     } else {
         json_decref(before);
     }
-    return finish(db, rv, err);
+    return finish(db, txn, rv, err);
 }
 
 int
 pol_admin_principal_set_enabled(sqlite3 *db, const char *actor, const char *id, bool enabled, char **err)
 {
-    int rv = begin(db, err);
-    if (rv != 0)
-        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int rv = 0;
     json_t *before = pol_admin_principal_get(db, id, err);
     if (before == NULL)
-        return finish(db, -ENOENT, err);
+        return finish(db, txn, -ENOENT, err);
     sqlite3_stmt *stmt = prepare(db, "UPDATE principals SET enabled = ?, updated_at_ms = ? WHERE id = ?", err);
     if (stmt == NULL) {
         json_decref(before);
-        return finish(db, -EIO, err);
+        return finish(db, txn, -EIO, err);
     }
     sqlite3_bind_int(stmt, 1, enabled);
     sqlite3_bind_int64(stmt, 2, now_ms());
@@ -411,10 +469,10 @@ pol_admin_principal_set_enabled(sqlite3 *db, const char *actor, const char *id, 
     rv = run(db, stmt, err, "update the principal");
     if (rv == 0)
         rv = audit(db, actor, enabled ? "principal.enable" : "principal.disable", id, before,
-                   pol_admin_principal_get(db, id, err), err);
+                   read_after(db, id, pol_admin_principal_get), err);
     else
         json_decref(before);
-    return finish(db, rv, err);
+    return finish(db, txn, rv, err);
 }
 
 /* Deletes the row `id` of `table` after reading it with `get`, auditing `action`. */
@@ -422,18 +480,19 @@ static int
 delete_audited(sqlite3 *db, const char *actor, const char *table, const char *what, const char *action, const char *id,
                json_t *(*get)(sqlite3 *, const char *, char **), char **err)
 {
-    int rv = begin(db, err);
-    if (rv != 0)
-        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int rv = 0;
     json_t *before = get(db, id, err);
     if (before == NULL)
-        return finish(db, -ENOENT, err);
+        return finish(db, txn, -ENOENT, err);
     char *sql = tp_sprintf("DELETE FROM %s WHERE id = ?", table);
     sqlite3_stmt *stmt = prepare(db, sql, err);
     free(sql);
     if (stmt == NULL) {
         json_decref(before);
-        return finish(db, -EIO, err);
+        return finish(db, txn, -EIO, err);
     }
     sqlite3_bind_text(stmt, 1, id, -1, SQLITE_TRANSIENT);
     char *what_msg = tp_sprintf("delete the %s", what);
@@ -443,13 +502,30 @@ delete_audited(sqlite3 *db, const char *actor, const char *table, const char *wh
         rv = audit(db, actor, action, id, before, NULL, err);
     else
         json_decref(before);
-    return finish(db, rv, err);
+    return finish(db, txn, rv, err);
+}
+
+/* A principal with its API keys (ids and states, never secrets): what a delete removes, since
+ * the keys go with it (ON DELETE CASCADE) and the audit record must say so. */
+static json_t *
+principal_with_keys(sqlite3 *db, const char *id, char **err)
+{
+    json_t *p = pol_admin_principal_get(db, id, err);
+    if (p == NULL)
+        return NULL;
+    json_t *keys = pol_admin_key_list(db, id, err);
+    if (keys == NULL) {
+        json_decref(p);
+        return NULL;
+    }
+    json_object_set_new(p, "api_keys", keys);
+    return p;
 }
 
 int
 pol_admin_principal_delete(sqlite3 *db, const char *actor, const char *id, char **err)
 {
-    return delete_audited(db, actor, "principals", "principal", "principal.delete", id, pol_admin_principal_get, err);
+    return delete_audited(db, actor, "principals", "principal", "principal.delete", id, principal_with_keys, err);
 }
 
 /* ---- teams ---- */
@@ -486,15 +562,16 @@ pol_admin_team_put(sqlite3 *db, const char *actor, json_t *t, bool create, char 
         return fail(err, -EINVAL, "team %s: description must be a string", id);
     if (json_object_size(t) > (desc != NULL ? 2u : 1u))
         return fail(err, -EINVAL, "team %s: only id and description may be set", id);
-    int rv = begin(db, err);
-    if (rv != 0)
-        return rv;
-    char *ignored = NULL;
-    json_t *before = team_get(db, id, &ignored);
-    free(ignored);
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int rv = 0;
+    json_t *before = NULL;
+    if ((rv = read_before(db, "teams", id, team_get, &before, err)) != 0)
+        return finish(db, txn, rv, err);
     if (before != NULL && create) {
         json_decref(before);
-        return finish(db, fail(err, -EEXIST, "team '%s' already exists", id), err);
+        return finish(db, txn, fail(err, -EEXIST, "team '%s' already exists", id), err);
     }
     sqlite3_stmt *stmt = prepare(db,
                                  "INSERT INTO teams (id, description, created_at_ms, updated_at_ms) VALUES (?1, ?2, "
@@ -502,17 +579,18 @@ pol_admin_team_put(sqlite3 *db, const char *actor, json_t *t, bool create, char 
                                  err);
     if (stmt == NULL) {
         json_decref(before);
-        return finish(db, -EIO, err);
+        return finish(db, txn, -EIO, err);
     }
     sqlite3_bind_text(stmt, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 2, desc != NULL ? json_string_value(desc) : "", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(stmt, 3, now_ms());
     rv = run(db, stmt, err, "write the team");
     if (rv == 0)
-        rv = audit(db, actor, before != NULL ? "team.update" : "team.create", id, before, team_get(db, id, err), err);
+        rv = audit(db, actor, before != NULL ? "team.update" : "team.create", id, before, read_after(db, id, team_get),
+                   err);
     else
         json_decref(before);
-    return finish(db, rv, err);
+    return finish(db, txn, rv, err);
 }
 
 int
@@ -591,18 +669,19 @@ int
 pol_admin_key_create(sqlite3 *db, const char *actor, const char *principal, const char *name, int64_t expires_at_ms,
                      char **key_out, char **id_out, char **err)
 {
-    int rv = begin(db, err);
-    if (rv != 0)
-        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int rv = 0;
     json_t *owner = pol_admin_principal_get(db, principal, err);
     if (owner == NULL)
-        return finish(db, -ENOENT, err);
+        return finish(db, txn, -ENOENT, err);
     json_decref(owner);
     pol_apikey_t key;
     rv = insert_key(db, actor, principal, name, expires_at_ms, &key, err);
     if (rv == 0)
-        rv = audit(db, actor, "key.create", key.id, NULL, key_get(db, key.id, err), err);
-    rv = finish(db, rv, err);
+        rv = audit(db, actor, "key.create", key.id, NULL, read_after(db, key.id, key_get), err);
+    rv = finish(db, txn, rv, err);
     if (rv == 0)
         hand_out_key(&key, key_out, id_out);
     explicit_bzero(&key, sizeof(key));
@@ -612,54 +691,56 @@ pol_admin_key_create(sqlite3 *db, const char *actor, const char *principal, cons
 int
 pol_admin_key_revoke(sqlite3 *db, const char *actor, const char *id, char **err)
 {
-    int rv = begin(db, err);
-    if (rv != 0)
-        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int rv = 0;
     json_t *before = key_get(db, id, err);
     if (before == NULL)
-        return finish(db, -ENOENT, err);
+        return finish(db, txn, -ENOENT, err);
     if (!json_is_null(json_object_get(before, "revoked_at_ms"))) {
         json_decref(before);
-        return finish(db, 0, err);
+        return finish(db, txn, 0, err);
     }
     sqlite3_stmt *stmt = prepare(db, "UPDATE api_keys SET revoked_at_ms = ?, revoked_by = ? WHERE id = ?", err);
     if (stmt == NULL) {
         json_decref(before);
-        return finish(db, -EIO, err);
+        return finish(db, txn, -EIO, err);
     }
     sqlite3_bind_int64(stmt, 1, now_ms());
     sqlite3_bind_text(stmt, 2, actor, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 3, id, -1, SQLITE_TRANSIENT);
     rv = run(db, stmt, err, "revoke the key");
     if (rv == 0)
-        rv = audit(db, actor, "key.revoke", id, before, key_get(db, id, err), err);
+        rv = audit(db, actor, "key.revoke", id, before, read_after(db, id, key_get), err);
     else
         json_decref(before);
-    return finish(db, rv, err);
+    return finish(db, txn, rv, err);
 }
 
 int
 pol_admin_key_rotate(sqlite3 *db, const char *actor, const char *id, int64_t overlap_ms, char **key_out, char **id_out,
                      char **err)
 {
-    int rv = begin(db, err);
-    if (rv != 0)
-        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int rv = 0;
     json_t *before = key_get(db, id, err);
     if (before == NULL)
-        return finish(db, -ENOENT, err);
+        return finish(db, txn, -ENOENT, err);
     if (strcmp(json_string_value(json_object_get(before, "status")), "active") != 0) {
         rv = fail(err, -EINVAL, "API key '%s' is %s: only an active key can be rotated", id,
                   json_string_value(json_object_get(before, "status")));
         json_decref(before);
-        return finish(db, rv, err);
+        return finish(db, txn, rv, err);
     }
     const char *replaced_by = json_string_value(json_object_get(before, "replaced_by"));
     if (replaced_by != NULL) {
         rv = fail(err, -EINVAL, "API key '%s' was already rotated (replaced by '%s'); rotate that one instead", id,
                   replaced_by);
         json_decref(before);
-        return finish(db, rv, err);
+        return finish(db, txn, rv, err);
     }
     const char *principal = json_string_value(json_object_get(before, "principal"));
     const char *name = json_string_value(json_object_get(before, "name"));
@@ -682,12 +763,12 @@ pol_admin_key_rotate(sqlite3 *db, const char *actor, const char *id, int64_t ove
         rv = -EIO;
     }
     if (rv == 0)
-        rv = audit(db, actor, "key.rotate", id, before, key_get(db, id, err), err);
+        rv = audit(db, actor, "key.rotate", id, before, read_after(db, id, key_get), err);
     else
         json_decref(before);
     if (rv == 0)
-        rv = audit(db, actor, "key.create", key.id, NULL, key_get(db, key.id, err), err);
-    rv = finish(db, rv, err);
+        rv = audit(db, actor, "key.create", key.id, NULL, read_after(db, key.id, key_get), err);
+    rv = finish(db, txn, rv, err);
     if (rv == 0)
         hand_out_key(&key, key_out, id_out);
     explicit_bzero(&key, sizeof(key));
@@ -736,14 +817,19 @@ pol_admin_rule_put(sqlite3 *db, const char *actor, json_t *rule, bool create, ch
     char *id = tp_strdup(pol_rule_id(parsed));
     const char *effect = pol_effect_name(pol_rule_effect(parsed));
     const char *plane = pol_plane_name(pol_rule_plane(parsed));
-    if ((rv = begin(db, err)) != 0)
+    int txn = begin(db, err);
+    if (txn < 0) {
+        rv = txn;
         goto out;
-    char *ignored = NULL;
-    json_t *before = pol_admin_rule_get(db, id, &ignored);
-    free(ignored);
+    }
+    json_t *before = NULL;
+    if ((rv = read_before(db, "policies", id, pol_admin_rule_get, &before, err)) != 0) {
+        rv = finish(db, txn, rv, err);
+        goto out;
+    }
     if (before != NULL && create) {
         json_decref(before);
-        rv = finish(db, fail(err, -EEXIST, "rule '%s' already exists", id), err);
+        rv = finish(db, txn, fail(err, -EEXIST, "rule '%s' already exists", id), err);
         goto out;
     }
     sqlite3_stmt *stmt = prepare(db,
@@ -753,7 +839,7 @@ pol_admin_rule_put(sqlite3 *db, const char *actor, json_t *rule, bool create, ch
                                  err);
     if (stmt == NULL) {
         json_decref(before);
-        rv = finish(db, -EIO, err);
+        rv = finish(db, txn, -EIO, err);
         goto out;
     }
     sqlite3_bind_text(stmt, 1, id, -1, SQLITE_TRANSIENT);
@@ -766,7 +852,7 @@ pol_admin_rule_put(sqlite3 *db, const char *actor, json_t *rule, bool create, ch
         rv = audit(db, actor, before != NULL ? "rule.update" : "rule.create", id, before, json_incref(canonical), err);
     else
         json_decref(before);
-    rv = finish(db, rv, err);
+    rv = finish(db, txn, rv, err);
 out:
     free(id);
     free(text);
@@ -804,12 +890,13 @@ pol_admin_set_default_effect(sqlite3 *db, const char *actor, const char *effect,
 {
     if (strcmp(effect, "allow") != 0 && strcmp(effect, "deny") != 0)
         return fail(err, -EINVAL, "the default effect must be allow or deny, not '%s'", effect);
-    int rv = begin(db, err);
-    if (rv != 0)
-        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int rv = 0;
     char *before = pol_admin_default_effect(db, err);
     if (before == NULL)
-        return finish(db, -EIO, err);
+        return finish(db, txn, -EIO, err);
     bool same = strcmp(before, effect) == 0;
     sqlite3_stmt *stmt = same ? NULL
                               : prepare(db,
@@ -826,7 +913,7 @@ pol_admin_set_default_effect(sqlite3 *db, const char *actor, const char *effect,
                        err);
     }
     free(before);
-    return finish(db, rv, err);
+    return finish(db, txn, rv, err);
 }
 
 /* ---- quotas ---- */
@@ -870,9 +957,10 @@ pol_admin_limit_set(sqlite3 *db, const char *actor, const char *scope_kind, cons
         resource = "*";
     if (rpm < 0 || tpm < 0)
         return fail(err, -EINVAL, "limits must not be negative");
-    int rv = begin(db, err);
-    if (rv != 0)
-        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int rv = 0;
     json_t *before = limit_get(db, scope_kind, scope, resource);
     sqlite3_stmt *stmt;
     if (rpm == 0 && tpm == 0)
@@ -885,7 +973,7 @@ pol_admin_limit_set(sqlite3 *db, const char *actor, const char *scope_kind, cons
                        err);
     if (stmt == NULL) {
         json_decref(before);
-        return finish(db, -EIO, err);
+        return finish(db, txn, -EIO, err);
     }
     sqlite3_bind_text(stmt, 1, scope_kind, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 2, scope, -1, SQLITE_TRANSIENT);
@@ -901,7 +989,7 @@ pol_admin_limit_set(sqlite3 *db, const char *actor, const char *scope_kind, cons
     else
         json_decref(before);
     free(target);
-    return finish(db, rv, err);
+    return finish(db, txn, rv, err);
 }
 
 json_t *
@@ -947,9 +1035,10 @@ pol_admin_budget_set(sqlite3 *db, const char *actor, const char *scope_kind, con
         return fail(err, -EINVAL, "a budget's period is day or month, not '%s'", period);
     if (max_tokens < 0 || max_cost_micros < 0)
         return fail(err, -EINVAL, "budgets must not be negative");
-    int rv = begin(db, err);
-    if (rv != 0)
-        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int rv = 0;
     json_t *before = budget_get(db, scope_kind, scope, period);
     sqlite3_stmt *stmt;
     bool remove = max_tokens == 0 && max_cost_micros == 0;
@@ -963,7 +1052,7 @@ pol_admin_budget_set(sqlite3 *db, const char *actor, const char *scope_kind, con
                        err);
     if (stmt == NULL) {
         json_decref(before);
-        return finish(db, -EIO, err);
+        return finish(db, txn, -EIO, err);
     }
     sqlite3_bind_text(stmt, 1, scope_kind, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 2, scope, -1, SQLITE_TRANSIENT);
@@ -979,7 +1068,7 @@ pol_admin_budget_set(sqlite3 *db, const char *actor, const char *scope_kind, con
     else
         json_decref(before);
     free(target);
-    return finish(db, rv, err);
+    return finish(db, txn, rv, err);
 }
 
 /* Start of the current UTC day or month, in Unix ms. */

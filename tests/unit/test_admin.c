@@ -266,6 +266,60 @@ a_stored_rule_that_no_longer_parses_fails_the_snapshot(void **state)
     free(err);
 }
 
+static void
+changes_nest_inside_a_caller_transaction(void **state)
+{
+    fixture_t *f = *state;
+    char *err = NULL;
+    /* Committed together. */
+    assert_int_equal(sqlite3_exec(f->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    add_principal(f->db, "{\"id\":\"alice\",\"kind\":\"user\"}");
+    add_principal(f->db, "{\"id\":\"bob\",\"kind\":\"user\"}");
+    /* A failing change inside rolls back only itself... */
+    char *key = NULL, *id = NULL;
+    assert_int_equal(pol_admin_key_create(f->db, "os:test", "nobody", NULL, 0, &key, &id, &err), -ENOENT);
+    free(err);
+    err = NULL;
+    assert_int_equal(sqlite3_get_autocommit(f->db), 0); /* ...and leaves the caller's transaction open */
+    assert_int_equal(sqlite3_exec(f->db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    json_t *list = pol_admin_principal_list(f->db, &err);
+    assert_int_equal(json_array_size(list), 2);
+    json_decref(list);
+
+    /* Rolled back together: nothing of it remains, not even its audit records. */
+    json_t *audit_before = pol_admin_audit(f->db, NULL, NULL, NULL, 0, 0, 0, 100, &err);
+    assert_int_equal(sqlite3_exec(f->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    add_principal(f->db, "{\"id\":\"carol\",\"kind\":\"user\"}");
+    assert_int_equal(pol_admin_principal_delete(f->db, "os:test", "alice", &err), 0);
+    assert_int_equal(sqlite3_exec(f->db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    list = pol_admin_principal_list(f->db, &err);
+    assert_int_equal(json_array_size(list), 2);
+    json_decref(list);
+    json_t *audit_after = pol_admin_audit(f->db, NULL, NULL, NULL, 0, 0, 0, 100, &err);
+    assert_int_equal(json_array_size(audit_after), json_array_size(audit_before));
+    json_decref(audit_before);
+    json_decref(audit_after);
+}
+
+static void
+deleting_a_principal_audits_its_keys(void **state)
+{
+    fixture_t *f = *state;
+    char *err = NULL, *key = NULL, *id = NULL;
+    add_principal(f->db, "{\"id\":\"alice\",\"kind\":\"user\"}");
+    assert_int_equal(pol_admin_key_create(f->db, "os:test", "alice", "ci", 0, &key, &id, &err), 0);
+    assert_int_equal(pol_admin_principal_delete(f->db, "os:test", "alice", &err), 0);
+    json_t *rows = pol_admin_audit(f->db, NULL, "principal.delete", NULL, 0, 0, 0, 10, &err);
+    assert_int_equal(json_array_size(rows), 1);
+    json_t *keys =
+        json_object_get(json_object_get(json_object_get(json_array_get(rows, 0), "detail"), "before"), "api_keys");
+    assert_int_equal(json_array_size(keys), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(keys, 0), "id")), id);
+    json_decref(rows);
+    free(key);
+    free(id);
+}
+
 int
 main(void)
 {
@@ -276,6 +330,8 @@ main(void)
         cmocka_unit_test_setup_teardown(invalid_input_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(every_change_is_audited_without_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(a_stored_rule_that_no_longer_parses_fails_the_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(changes_nest_inside_a_caller_transaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(deleting_a_principal_audits_its_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
