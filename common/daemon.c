@@ -55,10 +55,10 @@ struct tp_daemon {
     tp_store_writer_t *writer;
     tp_server_t *server;
     tp_control_server_t *control;
-    state_ref_t *state;       /* the current snapshot, as the main thread sees it (holds one reference) */
+    state_ref_t *state;          /* the current snapshot, as the main thread sees it (holds one reference) */
     state_ref_t **worker_states; /* per worker: the snapshot its requests use; written only on that worker */
-    uv_timer_t expiry_timer;  /* reloads the snapshot when something in it expires */
-    _Atomic bool state_ready; /* a snapshot was loaded: read by /readyz on workers */
+    uv_timer_t expiry_timer;     /* reloads the snapshot when something in it expires */
+    _Atomic bool state_ready;    /* a snapshot was loaded: read by /readyz on workers */
     _Atomic bool config_ready;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;

@@ -218,19 +218,29 @@ verify_at(const char *token, int64_t now)
 
 /* ---- fixtures ---- */
 
+/* The contents of a memory BIO as a NUL-terminated string (the BIO's buffer is not), freed
+ * with the BIO. */
+static char *
+bio_text(BIO *b, int *len)
+{
+    char *data;
+    long n = BIO_get_mem_data(b, &data);
+    char *out = malloc((size_t)n + 1);
+    assert_non_null(out);
+    memcpy(out, data, (size_t)n);
+    out[n] = '\0';
+    if (len != NULL)
+        *len = (int)n;
+    BIO_free(b);
+    return out;
+}
+
 static char *
 pub_pem(EVP_PKEY *pkey)
 {
     BIO *b = BIO_new(BIO_s_mem());
-    char *data;
     assert_int_equal(PEM_write_bio_PUBKEY(b, pkey), 1);
-    long n = BIO_get_mem_data(b, &data);
-    char *out = malloc((size_t)n + 1); /* the BIO's buffer is not NUL-terminated */
-    assert_non_null(out);
-    memcpy(out, data, (size_t)n);
-    out[n] = '\0';
-    BIO_free(b);
-    return out;
+    return bio_text(b, NULL);
 }
 
 static void
@@ -1173,12 +1183,8 @@ static char *
 private_pem(EVP_PKEY *pkey, int *len)
 {
     BIO *b = BIO_new(BIO_s_mem());
-    char *data;
     assert_int_equal(PEM_write_bio_PrivateKey(b, pkey, NULL, NULL, 0, NULL, NULL), 1);
-    *len = (int)BIO_get_mem_data(b, &data);
-    char *out = strndup(data, (size_t)*len);
-    BIO_free(b);
-    return out;
+    return bio_text(b, len);
 }
 
 static void
