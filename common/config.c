@@ -231,9 +231,159 @@ static const tp_cfg_field_t listener_fields[] = {
         .max = 256, .doc = "worker threads; 0 means one per CPU core"                                                  \
     }
 
+static const char *const model_kinds[] = { "chat", "completion", "embedding", NULL };
+
+static const char *
+check_url(const void *value)
+{
+    const char *url = *(char *const *)value;
+    if (url != NULL && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return "must be an http:// or https:// URL";
+    return NULL;
+}
+
+static const char *
+check_model(const void *value)
+{
+    const tp_model_config_t *m = value;
+    return m->deployment_count == 0 ? "deployments must list at least one deployment" : NULL;
+}
+
+static const tp_cfg_field_t deployment_fields[] = {
+    { .key = "url",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_deployment_config_t, url),
+      .required = true,
+      .validate = check_url,
+      .doc = "base URL of the upstream's OpenAI-compatible API (http or https; https is verified)" },
+    { .key = "model",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_deployment_config_t, model),
+      .validate = check_not_empty,
+      .doc = "the model name the upstream knows; default: the public name" },
+    { .key = "weight",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_deployment_config_t, weight),
+      .def = "1",
+      .min = 1,
+      .max = 1000,
+      .doc = "share of traffic among the model's healthy deployments" },
+    { .key = "api_key_env",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_deployment_config_t, api_key_env),
+      .validate = check_not_empty,
+      .doc = "environment variable with the upstream's API key (client credentials are never forwarded)" },
+    { .key = "timeout_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_deployment_config_t, timeout_ms),
+      .def = "300000",
+      .min = 1,
+      .max = INT_MAX,
+      .doc = "longest a whole upstream request may take" },
+    { .key = "first_byte_timeout_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_deployment_config_t, first_byte_timeout_ms),
+      .def = "60000",
+      .min = 1,
+      .max = INT_MAX,
+      .doc = "longest wait for the upstream's response head (a model loading, a long prompt)" },
+    { .key = "max_concurrency",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_deployment_config_t, max_concurrency),
+      .def = "0",
+      .min = 0,
+      .max = 1000000,
+      .doc = "requests in flight to this deployment at most; 0: no cap" },
+    { .key = NULL },
+};
+
+static const tp_cfg_field_t model_fields[] = {
+    { .key = "name",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_model_config_t, name),
+      .required = true,
+      .validate = check_not_empty,
+      .doc = "the public model name clients ask for" },
+    { .key = "kind",
+      .type = TP_CFG_ENUM,
+      .offset = offsetof(tp_model_config_t, kind),
+      .def = "chat",
+      .choices = model_kinds,
+      .doc = "what the model does: chat (chat and text completions), completion, or embedding" },
+    { .key = "deployments",
+      .type = TP_CFG_LIST,
+      .offset = offsetof(tp_model_config_t, deployments),
+      .count_offset = offsetof(tp_model_config_t, deployment_count),
+      .sub = deployment_fields,
+      .elem_size = sizeof(tp_deployment_config_t),
+      .required = true,
+      .doc = "where the model is served" },
+    { .key = "fallbacks",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_model_config_t, fallbacks),
+      .count_offset = offsetof(tp_model_config_t, fallback_count),
+      .validate = check_not_empty,
+      .doc = "public models to try, in order, when every deployment of this one fails" },
+    { .key = "max_tokens",
+      .type = TP_CFG_INT64,
+      .offset = offsetof(tp_model_config_t, max_tokens),
+      .def = "0",
+      .min = 0,
+      .max = INT64_MAX,
+      .doc = "largest max_tokens / max_completion_tokens a request may ask for; 0: no cap" },
+    { .key = "max_input_bytes",
+      .type = TP_CFG_INT64,
+      .offset = offsetof(tp_model_config_t, max_input_bytes),
+      .def = "0",
+      .min = 0,
+      .max = INT64_MAX,
+      .doc = "largest request body for this model; 0: common.max_request_size" },
+    { .key = "deny_unknown_fields",
+      .type = TP_CFG_BOOL,
+      .offset = offsetof(tp_model_config_t, deny_unknown_fields),
+      .def = "false",
+      .doc = "refuse top-level request fields the OpenAI API does not define (else they pass through)" },
+    { .key = NULL },
+};
+
+/* model_gw as a whole: the plane's listeners, model names used once, fallbacks that exist. */
+static const char *
+check_model_gw(const void *value)
+{
+    const tp_model_gw_config_t *g = value;
+    const char *msg = check_plane(&g->plane);
+    if (msg != NULL)
+        return msg;
+    for (size_t i = 0; i < g->model_count; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(g->models[i].name, g->models[j].name) == 0)
+                return "models has two models with the same name";
+        }
+        for (size_t f = 0; f < g->models[i].fallback_count; f++) {
+            bool known = false;
+            for (size_t j = 0; j < g->model_count; j++)
+                known = known || strcmp(g->models[i].fallbacks[f], g->models[j].name) == 0;
+            if (!known)
+                return "a model's fallbacks name a model that is not configured";
+        }
+    }
+    return NULL;
+}
+
+/* LISTEN_FIELD, WORKERS_FIELD and check_plane read a plane section as a tp_plane_config_t. */
+_Static_assert(offsetof(tp_model_gw_config_t, plane) == 0, "the plane settings must come first");
+
 static const tp_cfg_field_t model_gw_fields[] = {
     LISTEN_FIELD("9080"),
     WORKERS_FIELD,
+    { .key = "models",
+      .type = TP_CFG_LIST,
+      .offset = offsetof(tp_model_gw_config_t, models),
+      .count_offset = offsetof(tp_model_gw_config_t, model_count),
+      .sub = model_fields,
+      .elem_size = sizeof(tp_model_config_t),
+      .validate = check_model,
+      .doc = "the models model-gw serves, by public name" },
     { .key = NULL },
 };
 
@@ -447,7 +597,7 @@ const tp_cfg_field_t tp_config_table[] = {
       .type = TP_CFG_SECTION,
       .offset = offsetof(tp_config_t, model_gw),
       .sub = model_gw_fields,
-      .validate = check_plane,
+      .validate = check_model_gw,
       .doc = "the model gateway daemon" },
     { .key = "mcp_gw",
       .type = TP_CFG_SECTION,
@@ -1229,7 +1379,7 @@ const tp_plane_config_t *
 tp_config_plane(const tp_config_t *cfg, const char *daemon)
 {
     if (strcmp(daemon, "model-gw") == 0)
-        return &cfg->model_gw;
+        return &cfg->model_gw.plane;
     if (strcmp(daemon, "mcp-gw") == 0)
         return &cfg->mcp_gw;
     if (strcmp(daemon, "agent-gw") == 0)

@@ -32,6 +32,30 @@ typedef struct tp_plane_config {
     int workers; /* worker threads; 0 means one per CPU core */
 } tp_plane_config_t;
 
+/* One place a model is served: an OpenAI-compatible API (llama.cpp, vLLM, Ollama, hosted). */
+typedef struct tp_deployment_config {
+    char *url;                 /* base URL of the API, e.g. http://127.0.0.1:8080/v1 */
+    char *model;               /* the model name the upstream knows; default: the public name */
+    int weight;                /* share of traffic among healthy deployments */
+    char *api_key_env;         /* environment variable holding the upstream's credential, or NULL */
+    int timeout_ms;            /* whole request, upstream side */
+    int first_byte_timeout_ms; /* until the upstream's response head */
+    int max_concurrency;       /* requests in flight to this deployment at most; 0: no cap */
+} tp_deployment_config_t;
+
+/* A public model name and where it is served. */
+typedef struct tp_model_config {
+    char *name; /* what clients ask for */
+    tp_deployment_config_t *deployments;
+    size_t deployment_count;
+    char **fallbacks; /* other public models to try when every deployment of this one fails */
+    size_t fallback_count;
+    int64_t max_tokens;       /* cap on max_tokens / max_completion_tokens; 0: none */
+    int64_t max_input_bytes;  /* request body cap for this model; 0: common.max_request_size */
+    bool deny_unknown_fields; /* refuse top-level fields the OpenAI API does not define */
+    char *kind;               /* chat | completion | embedding: which endpoints serve it */
+} tp_model_config_t;
+
 typedef struct tp_common_config {
     char *log_level;          /* debug | info | warn | error */
     int64_t max_request_size; /* bytes; larger request bodies get 413 */
@@ -40,6 +64,13 @@ typedef struct tp_common_config {
     int shutdown_timeout_ms;  /* on SIGTERM, in-flight requests get this long to finish */
     bool debug_endpoints;     /* serve /debug/sleep, for drills and tests */
 } tp_common_config_t;
+
+/* model-gw's section: the common plane settings, then its models. */
+typedef struct tp_model_gw_config {
+    tp_plane_config_t plane; /* first: the table engine reads listen and workers at its offsets */
+    tp_model_config_t *models;
+    size_t model_count;
+} tp_model_gw_config_t;
 
 typedef struct tp_store_config {
     char *path;            /* SQLite database file */
@@ -99,7 +130,7 @@ typedef struct tp_config {
     size_t pricing_count;
     tp_store_config_t store;
     tp_control_config_t control;
-    tp_plane_config_t model_gw;
+    tp_model_gw_config_t model_gw;
     tp_plane_config_t mcp_gw;
     tp_plane_config_t agent_gw;
 } tp_config_t;

@@ -40,7 +40,7 @@ assert_errors(const char *text, const char *expected)
     assert_non_null(errors);
     assert_string_equal(errors, expected);
     assert_null(cfg.path); /* left freed */
-    assert_null(cfg.model_gw.listen);
+    assert_null(cfg.model_gw.plane.listen);
     free(errors);
 }
 
@@ -71,7 +71,7 @@ assert_defaults(const tp_config_t *cfg)
     assert_int_equal(cfg->store.writer_flush_ms, 5);
     assert_int_equal(cfg->store.writer_block_ms, 5);
     assert_string_equal(cfg->control.dir, TP_CFG_DEFAULT_CONTROL_DIR);
-    assert_default_listener(&cfg->model_gw, 9080);
+    assert_default_listener(&cfg->model_gw.plane, 9080);
     assert_default_listener(&cfg->mcp_gw, 9081);
     assert_default_listener(&cfg->agent_gw, 9082);
 }
@@ -150,15 +150,15 @@ full_file_sets_every_field(void **state)
     assert_int_equal(cfg.store.writer_block_ms, 0);
     assert_string_equal(cfg.control.dir, "/run/triplane");
 
-    assert_int_equal(cfg.model_gw.workers, 4);
-    assert_int_equal(cfg.model_gw.listen_count, 2);
-    assert_string_equal(cfg.model_gw.listen[0].host, "0.0.0.0");
-    assert_int_equal(cfg.model_gw.listen[0].port, 8080);
-    assert_null(cfg.model_gw.listen[0].tls_cert);
-    assert_string_equal(cfg.model_gw.listen[1].host, "::");
-    assert_int_equal(cfg.model_gw.listen[1].port, 8443);
-    assert_string_equal(cfg.model_gw.listen[1].tls_cert, "/tls/cert.pem");
-    assert_string_equal(cfg.model_gw.listen[1].tls_key, "/tls/key.pem");
+    assert_int_equal(cfg.model_gw.plane.workers, 4);
+    assert_int_equal(cfg.model_gw.plane.listen_count, 2);
+    assert_string_equal(cfg.model_gw.plane.listen[0].host, "0.0.0.0");
+    assert_int_equal(cfg.model_gw.plane.listen[0].port, 8080);
+    assert_null(cfg.model_gw.plane.listen[0].tls_cert);
+    assert_string_equal(cfg.model_gw.plane.listen[1].host, "::");
+    assert_int_equal(cfg.model_gw.plane.listen[1].port, 8443);
+    assert_string_equal(cfg.model_gw.plane.listen[1].tls_cert, "/tls/cert.pem");
+    assert_string_equal(cfg.model_gw.plane.listen[1].tls_key, "/tls/key.pem");
 
     assert_int_equal(cfg.mcp_gw.listen_count, 1);
     assert_string_equal(cfg.mcp_gw.listen[0].host, TP_CFG_DEFAULT_HOST); /* per-listener default */
@@ -262,10 +262,10 @@ env_var_substitution(void **state)
                      "model_gw:\n  listen:\n    - host: \"h${TP_TEST_EMPTY}\"\n      port: ${TP_TEST_PORT}\n",
                      &cfg));
     assert_string_equal(cfg.store.path, "/srv/tp.db");
-    assert_string_equal(cfg.control.dir, "/run/tp");       /* unset: the default */
-    assert_string_equal(cfg.common.log_level, "warn");     /* empty: the default too */
-    assert_string_equal(cfg.model_gw.listen[0].host, "h"); /* empty without a default: empty */
-    assert_int_equal(cfg.model_gw.listen[0].port, 8181);   /* substituted before conversion */
+    assert_string_equal(cfg.control.dir, "/run/tp");             /* unset: the default */
+    assert_string_equal(cfg.common.log_level, "warn");           /* empty: the default too */
+    assert_string_equal(cfg.model_gw.plane.listen[0].host, "h"); /* empty without a default: empty */
+    assert_int_equal(cfg.model_gw.plane.listen[0].port, 8181);   /* substituted before conversion */
     tp_config_free(&cfg);
     unsetenv("TP_TEST_DIR");
     unsetenv("TP_TEST_PORT");
@@ -403,8 +403,8 @@ free_twice_and_on_zeroed(void **state)
     tp_config_free(&cfg);
     assert_null(cfg.path);
     assert_null(cfg.common.log_level);
-    assert_null(cfg.model_gw.listen);
-    assert_int_equal(cfg.model_gw.listen_count, 0);
+    assert_null(cfg.model_gw.plane.listen);
+    assert_int_equal(cfg.model_gw.plane.listen_count, 0);
     tp_config_free(&cfg); /* a second call finds nothing to free */
 }
 
@@ -544,6 +544,50 @@ jwt_issuer_errors(void **state)
                   "t.yaml:19: pricing[0].input_per_million: expected a number, got 'cheap'\n");
 }
 
+static void
+models_and_deployments(void **state)
+{
+    (void)state;
+    tp_config_t cfg;
+    char *errors = load("model_gw:\n"
+                        "  models:\n"
+                        "    - name: llama3\n"
+                        "      deployments:\n"
+                        "        - url: http://127.0.0.1:8080/v1\n"
+                        "          model: meta-llama-3-8b\n"
+                        "          weight: 3\n"
+                        "        - url: https://gpu2.internal/v1\n"
+                        "      fallbacks: [small]\n"
+                        "      max_tokens: 4096\n"
+                        "    - name: small\n"
+                        "      deployments: [{url: 'http://127.0.0.1:8081'}]\n",
+                        &cfg);
+    assert_null(errors);
+    assert_int_equal(cfg.model_gw.model_count, 2);
+    const tp_model_config_t *m = &cfg.model_gw.models[0];
+    assert_string_equal(m->name, "llama3");
+    assert_string_equal(m->kind, "chat");
+    assert_int_equal(m->deployment_count, 2);
+    assert_string_equal(m->deployments[0].model, "meta-llama-3-8b");
+    assert_int_equal(m->deployments[0].weight, 3);
+    assert_null(m->deployments[1].model);
+    assert_int_equal(m->deployments[1].weight, 1);
+    assert_int_equal(m->deployments[1].first_byte_timeout_ms, 60000);
+    assert_int_equal(m->fallback_count, 1);
+    assert_int_equal(m->max_tokens, 4096);
+    tp_config_free(&cfg);
+
+    assert_errors("model_gw:\n"
+                  "  models:\n"
+                  "    - name: x\n"
+                  "      deployments: []\n"
+                  "    - name: y\n"
+                  "      deployments:\n"
+                  "        - url: ftp://nope\n",
+                  "t.yaml:3: model_gw.models[0]: deployments must list at least one deployment\n"
+                  "t.yaml:7: model_gw.models[1].deployments[0].url: must be an http:// or https:// URL\n");
+}
+
 int
 main(void)
 {
@@ -572,6 +616,7 @@ main(void)
         cmocka_unit_test(booleans),
         cmocka_unit_test(jwt_issuers_and_pricing),
         cmocka_unit_test(jwt_issuer_errors),
+        cmocka_unit_test(models_and_deployments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
