@@ -652,6 +652,12 @@ tp_daemon_loop(tp_daemon_t *d)
     return &d->loop;
 }
 
+int64_t
+tp_daemon_started_at_ms(const tp_daemon_t *d)
+{
+    return d->started_at_ms;
+}
+
 const void *
 tp_daemon_state(const tp_daemon_t *d)
 {

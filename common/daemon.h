@@ -64,6 +64,7 @@ tp_store_t *tp_daemon_store(tp_daemon_t *d);
 tp_store_writer_t *tp_daemon_writer(tp_daemon_t *d);
 tp_control_server_t *tp_daemon_control(tp_daemon_t *d);
 uv_loop_t *tp_daemon_loop(tp_daemon_t *d);
+int64_t tp_daemon_started_at_ms(const tp_daemon_t *d); /* Unix time of the start, in ms */
 /* The current state snapshot (main thread only; valid until the next state change). */
 const void *tp_daemon_state(const tp_daemon_t *d);
 

@@ -1,38 +1,31 @@
 /*
- * model-gw — the model plane: an OpenAI-compatible gateway in front of inference servers.
- * The OpenAI API routes arrive with the model-gw issue; this file wires the daemon's life.
+ * model-gw — the model plane: one governed OpenAI-compatible API in front of inference servers
+ * (llama.cpp, vLLM, Ollama) and hosted APIs.
  */
 #include "daemon.h"
-#include "http.h"
-#include "gate.h"
+#include "gateway.h"
 #include "snapshot.h"
 
-/* OpenAI's error envelope: {"error":{"message","type","param","code"}}. */
-static void
-openai_error(tp_request_t *r, int status, const char *code, const char *message)
-{
-    const char *type = status >= 500 ? "server_error" : "invalid_request_error";
-    tp_http_send_json(
-        r, status,
-        json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type", type, "param", "code", code));
-}
-
-/* Authentication, kill switches, rules and quotas for this plane; lives as long as the daemon. */
-static pol_gate_t *gate;
+static mg_gateway_t gateway; /* one per process; lives as long as the daemon */
 
 static int
 setup(tp_daemon_t *d, char **err)
 {
-    gate = pol_gate_new(d, "model", err);
-    return gate != NULL ? 0 : -1;
+    gateway.daemon = d;
+    if ((gateway.gate = pol_gate_new(d, "model", err)) == NULL)
+        return -1;
+    if ((gateway.models = mg_models_new(&tp_daemon_config(d)->model_gw, err)) == NULL)
+        return -1;
+    mg_catalog_register(&gateway);
+    return 0;
 }
 
 static const tp_daemon_spec_t model_gw = {
     .name = "model-gw",
     .summary = "Triplane model gateway: one governed OpenAI-compatible API in front of every model.",
     .state_ops = &pol_snapshot_state_ops,
+    .error_fn = mg_error_fn,
     .setup = setup,
-    .error_fn = openai_error,
 };
 
 int

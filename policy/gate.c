@@ -191,6 +191,21 @@ pol_gate_check(pol_gate_t *g, tp_request_t *r, const char *resource, const char 
     return take_request_limits(g, snap, p, resource, v);
 }
 
+bool
+pol_gate_permits(pol_gate_t *g, const pol_verdict_t *v, const char *resource, const char *action)
+{
+    const pol_snapshot_t *snap = v->snapshot;
+    pol_request_t preq = {
+        .principal = v->identity.principal,
+        .plane = g->plane,
+        .resource = resource,
+        .action = action,
+        .request_size = 0,
+        .now_ms = unix_ms(),
+    };
+    return pol_evaluate(snap->rules, &preq, snap->default_allow).allow;
+}
+
 /* ---- tokens: budgets and tokens per minute ---- */
 
 static const tp_price_config_t *

@@ -65,6 +65,10 @@ bool pol_gate_authenticate(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v);
  * r->principal on success. Returns true when allowed. */
 bool pol_gate_check(pol_gate_t *g, tp_request_t *r, const char *resource, const char *action, pol_verdict_t *v);
 
+/* Whether the authenticated caller of verdict v may perform `action` on `resource` on this
+ * gate's plane (no rate limits taken), e.g. to list only the models a caller may use. */
+bool pol_gate_permits(pol_gate_t *g, const pol_verdict_t *v, const char *resource, const char *action);
+
 /* Answers the request with the verdict's error in the plane's envelope, with WWW-Authenticate
  * for 401 and Retry-After for 429. */
 void pol_gate_refuse(tp_request_t *r, const pol_verdict_t *v);

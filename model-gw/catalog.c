@@ -1,0 +1,85 @@
+/* GET /v1/models and GET /v1/models/{id}: the models the caller may use, in OpenAI's shape. */
+#include <string.h>
+
+#include "gateway.h"
+#include "http.h"
+
+static json_t *
+model_object(const mg_model_t *m, int64_t created)
+{
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", m->cfg->name, "object", "model", "created", (json_int_t)created,
+                     "owned_by", "triplane");
+}
+
+/* A model exists, for its clients, since the gateway that serves it started. */
+static int64_t
+started_at_s(mg_gateway_t *gw)
+{
+    return tp_daemon_started_at_ms(gw->daemon) / 1000;
+}
+
+static int
+handle_list(tp_request_t *r, void *data)
+{
+    mg_gateway_t *gw = data;
+    pol_verdict_t v;
+    if (!pol_gate_authenticate(gw->gate, r, &v)) {
+        pol_gate_refuse(r, &v);
+        pol_verdict_clear(&v);
+        return 0;
+    }
+    json_t *list = json_array();
+    for (size_t i = 0; i < gw->models->num_models; i++) {
+        const mg_model_t *m = &gw->models->models[i];
+        if (pol_gate_permits(gw->gate, &v, m->cfg->name, m->action))
+            json_array_append_new(list, model_object(m, started_at_s(gw)));
+    }
+    pol_verdict_clear(&v);
+    tp_http_send_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", list));
+    return 0;
+}
+
+static int
+handle_get(tp_request_t *r, void *data)
+{
+    mg_gateway_t *gw = data;
+    h2o_iovec_t path = r->req->path_normalized;
+    const size_t prefix = sizeof("/v1/models/") - 1;
+    char name[256];
+    if (path.len <= prefix || path.len - prefix >= sizeof(name)) {
+        mg_send_error(r, 404, "model_not_found", "model", "no such model");
+        return 0;
+    }
+    memcpy(name, path.base + prefix, path.len - prefix);
+    name[path.len - prefix] = '\0';
+    pol_verdict_t v;
+    if (!pol_gate_authenticate(gw->gate, r, &v)) {
+        pol_gate_refuse(r, &v);
+        pol_verdict_clear(&v);
+        return 0;
+    }
+    const mg_model_t *m = mg_models_find(gw->models, name);
+    /* A model the caller may not use reads as absent: its name is not the caller's business. */
+    if (m == NULL || !pol_gate_permits(gw->gate, &v, m->cfg->name, m->action)) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "The model '%s' does not exist or you do not have access to it.", name);
+        mg_send_error(r, 404, "model_not_found", "model", msg);
+    } else {
+        tp_http_send_json(r, 200, model_object(m, started_at_s(gw)));
+    }
+    pol_verdict_clear(&v);
+    return 0;
+}
+
+static int
+handle_models(tp_request_t *r, void *data)
+{
+    h2o_iovec_t path = r->req->path_normalized;
+    return h2o_memis(path.base, path.len, H2O_STRLIT("/v1/models")) ? handle_list(r, data) : handle_get(r, data);
+}
+
+void
+mg_catalog_register(mg_gateway_t *gw)
+{
+    tp_server_route(tp_daemon_server(gw->daemon), "GET", "/v1/models", true, handle_models, gw);
+}

@@ -1,0 +1,30 @@
+/*
+ * gateway.h — what model-gw's request handlers share: the daemon, the policy gate for plane
+ * `model`, and the models it serves. One per process, built in setup and never freed.
+ */
+#ifndef MG_GATEWAY_H
+#define MG_GATEWAY_H
+
+#include "daemon.h"
+#include "gate.h"
+#include "models.h"
+
+typedef struct mg_gateway {
+    tp_daemon_t *daemon;
+    pol_gate_t *gate;
+    mg_models_t *models;
+} mg_gateway_t;
+
+/* Sends an OpenAI error envelope {"error":{"message","type","param","code"}}. `param` (the JSON
+ * path of the offending field) may be NULL. The type follows the status: invalid_request_error
+ * (4xx other than below), authentication_error (401), permission_error (403), not_found_error
+ * (404), rate_limit_error (429), api_error (5xx). */
+void mg_send_error(tp_request_t *r, int status, const char *code, const char *param, const char *message);
+
+/* The daemon's error envelope (tp_error_fn). */
+void mg_error_fn(tp_request_t *r, int status, const char *code, const char *message);
+
+/* Registers GET /v1/models and GET /v1/models/{id}. */
+void mg_catalog_register(mg_gateway_t *gw);
+
+#endif

@@ -1,0 +1,95 @@
+#include "models.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "mem.h"
+
+static const char *
+action_for(const char *kind)
+{
+    if (strcmp(kind, "embedding") == 0)
+        return "embed";
+    if (strcmp(kind, "completion") == 0)
+        return "complete";
+    return "chat";
+}
+
+mg_models_t *
+mg_models_new(const tp_model_gw_config_t *cfg, char **err)
+{
+    mg_models_t *ms = tp_calloc(1, sizeof(*ms));
+    ms->num_models = cfg->model_count;
+    ms->models = tp_calloc(cfg->model_count, sizeof(mg_model_t));
+    for (size_t i = 0; i < cfg->model_count; i++) {
+        const tp_model_config_t *mc = &cfg->models[i];
+        mg_model_t *m = &ms->models[i];
+        m->cfg = mc;
+        m->action = action_for(mc->kind);
+        m->num_deployments = mc->deployment_count;
+        m->deployments = tp_calloc(mc->deployment_count, sizeof(mg_deployment_t));
+        for (size_t j = 0; j < mc->deployment_count; j++) {
+            mg_deployment_t *d = &m->deployments[j];
+            d->cfg = &mc->deployments[j];
+            d->index = j;
+            d->upstream_model = d->cfg->model != NULL ? d->cfg->model : mc->name;
+            if (d->cfg->api_key_env != NULL) {
+                const char *key = getenv(d->cfg->api_key_env);
+                if (key == NULL || key[0] == '\0') {
+                    *err = tp_sprintf("model %s, deployment %s: environment variable %s is not set", mc->name,
+                                      d->cfg->url, d->cfg->api_key_env);
+                    mg_models_free(ms);
+                    return NULL;
+                }
+                d->authorization = tp_sprintf("Bearer %s", key);
+            }
+        }
+    }
+    return ms;
+}
+
+void
+mg_models_free(mg_models_t *ms)
+{
+    if (ms == NULL)
+        return;
+    for (size_t i = 0; i < ms->num_models; i++) {
+        for (size_t j = 0; j < ms->models[i].num_deployments; j++)
+            free(ms->models[i].deployments[j].authorization);
+        free(ms->models[i].deployments);
+    }
+    free(ms->models);
+    free(ms);
+}
+
+mg_model_t *
+mg_models_find(const mg_models_t *ms, const char *name)
+{
+    for (size_t i = 0; i < ms->num_models; i++) {
+        if (strcmp(ms->models[i].cfg->name, name) == 0)
+            return &ms->models[i];
+    }
+    return NULL;
+}
+
+mg_deployment_t *
+mg_model_pick(mg_model_t *m)
+{
+    /* Least outstanding requests per unit of weight; ties go round-robin from a moving start so
+     * an idle pool still spreads load. */
+    unsigned long start = atomic_fetch_add(&m->picks, 1);
+    mg_deployment_t *best = NULL;
+    double best_load = 0;
+    for (size_t k = 0; k < m->num_deployments; k++) {
+        mg_deployment_t *d = &m->deployments[(start + k) % m->num_deployments];
+        int inflight = atomic_load(&d->inflight);
+        if (d->cfg->max_concurrency > 0 && inflight >= d->cfg->max_concurrency)
+            continue;
+        double load = (double)(inflight + 1) / (double)d->cfg->weight;
+        if (best == NULL || load < best_load) {
+            best = d;
+            best_load = load;
+        }
+    }
+    return best;
+}
