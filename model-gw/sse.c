@@ -1,0 +1,109 @@
+#include "sse.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "mem.h"
+
+void
+mg_sse_init(mg_sse_t *s, size_t max_event)
+{
+    memset(s, 0, sizeof(*s));
+    s->max_event = max_event;
+}
+
+void
+mg_sse_dispose(mg_sse_t *s)
+{
+    free(s->buf);
+    free(s->line);
+    memset(s, 0, sizeof(*s));
+}
+
+static int
+append(char **buf, size_t *len, size_t *cap, const char *bytes, size_t n, size_t max)
+{
+    if (*len + n > max)
+        return -1;
+    if (*len + n > *cap) {
+        size_t want = *cap != 0 ? *cap : 256;
+        while (want < *len + n)
+            want *= 2;
+        *buf = tp_realloc(*buf, want);
+        *cap = want;
+    }
+    memcpy(*buf + *len, bytes, n);
+    *len += n;
+    return 0;
+}
+
+/* One complete line (without its end). An empty line dispatches the event. */
+static int
+process_line(mg_sse_t *s, const char *line, size_t n, mg_sse_event_cb cb, void *data)
+{
+    if (n == 0) {
+        if (!s->has_data)
+            return 0;
+        int rv = cb(data, s->buf != NULL ? s->buf : "", s->len);
+        s->len = 0;
+        s->has_data = false;
+        return rv;
+    }
+    if (line[0] == ':')
+        return 0; /* a comment, e.g. a keep-alive */
+    const char *colon = memchr(line, ':', n);
+    size_t name_len = colon != NULL ? (size_t)(colon - line) : n;
+    if (name_len != 4 || memcmp(line, "data", 4) != 0)
+        return 0; /* event, id, retry: not needed to relay completions */
+    const char *value = colon != NULL ? colon + 1 : line + n;
+    if (value < line + n && *value == ' ')
+        value++;
+    size_t value_len = (size_t)(line + n - value);
+    if (s->has_data && append(&s->buf, &s->len, &s->cap, "\n", 1, s->max_event) != 0)
+        return -1;
+    s->has_data = true;
+    return append(&s->buf, &s->len, &s->cap, value, value_len, s->max_event);
+}
+
+int
+mg_sse_feed(mg_sse_t *s, const char *bytes, size_t len, mg_sse_event_cb cb, void *data)
+{
+    size_t i = 0;
+    while (i < len) {
+        if (s->last_cr && bytes[i] == '\n') {
+            s->last_cr = false; /* the \n of a \r\n already ended its line */
+            i++;
+            continue;
+        }
+        s->last_cr = false;
+        size_t start = i;
+        while (i < len && bytes[i] != '\n' && bytes[i] != '\r')
+            i++;
+        if (i == len) {
+            /* An unfinished line: keep it for the next feed. */
+            if (append(&s->line, &s->line_len, &s->line_cap, bytes + start, i - start, s->max_event + 16) != 0)
+                return -1;
+            break;
+        }
+        s->last_cr = bytes[i] == '\r';
+        int rv;
+        if (s->line_len != 0) {
+            if (append(&s->line, &s->line_len, &s->line_cap, bytes + start, i - start, s->max_event + 16) != 0)
+                return -1;
+            rv = process_line(s, s->line, s->line_len, cb, data);
+            s->line_len = 0;
+        } else {
+            rv = process_line(s, bytes + start, i - start, cb, data);
+        }
+        i++;
+        if (rv != 0)
+            return rv;
+    }
+    return 0;
+}
+
+bool
+mg_sse_pending(const mg_sse_t *s)
+{
+    return s->has_data || s->line_len != 0;
+}
