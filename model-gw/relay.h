@@ -1,0 +1,40 @@
+/*
+ * relay.h — what model-gw does to an upstream's completion before the client sees it: read
+ * the token usage (for budgets and accounting), strip the usage chunk the client did not ask
+ * for, show the public model name, and restore the tool-call contract where a known upstream
+ * breaks it (function.arguments sent as a JSON object instead of a string; a tool call without
+ * an id). Tool calls are otherwise passed unchanged and unmerged: the gateway never runs a tool.
+ */
+#ifndef MG_RELAY_H
+#define MG_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+typedef struct mg_usage {
+    bool seen;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+} mg_usage_t;
+
+typedef struct mg_relay {
+    const char *public_model; /* the name the client asked for */
+    const char *request_id;   /* seeds ids the gateway has to make up */
+    bool client_wants_usage;  /* stream_options.include_usage was true */
+    mg_usage_t usage;         /* the last usage the upstream reported */
+    unsigned repairs;         /* contract repairs made so far (for the metric) */
+} mg_relay_t;
+
+/* Relays one streamed event of a chat (or text) completion. `event` is the event's data.
+ * Returns a malloc'd "data: ...\n\n" to send (and its length in *out_len), or NULL when the
+ * event is dropped (a usage-only chunk the client did not ask for). "[DONE]" comes back as
+ * "data: [DONE]\n\n". An event that is not JSON is passed through as it came. */
+char *mg_relay_chunk(mg_relay_t *relay, const char *event, size_t len, size_t *out_len);
+
+/* Relays a whole (non-streamed) completion body in place (it is an object). */
+void mg_relay_response(mg_relay_t *relay, json_t *body);
+
+#endif
