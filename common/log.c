@@ -29,6 +29,12 @@ tp_log_set_level(tp_log_level_t min_level)
     atomic_store(&log_min_level, (int)min_level);
 }
 
+bool
+tp_log_enabled(tp_log_level_t level)
+{
+    return (int)level >= atomic_load(&log_min_level);
+}
+
 int
 tp_log_level_parse(const char *s, tp_log_level_t *out)
 {

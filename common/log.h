@@ -8,6 +8,8 @@
 #ifndef TP_LOG_H
 #define TP_LOG_H
 
+#include <stdbool.h>
+
 #include <jansson.h>
 
 typedef enum tp_log_level {
@@ -24,6 +26,9 @@ void tp_log_init(const char *daemon, tp_log_level_t min_level);
 
 /* Changes the minimum level at run time (e.g. on reload). Thread-safe. */
 void tp_log_set_level(tp_log_level_t min_level);
+
+/* True when a line at `level` would be written, so callers can skip building one. */
+bool tp_log_enabled(tp_log_level_t level);
 
 /* Parses "debug", "info", "warn" or "error". Returns 0, or -EINVAL for anything else. */
 int tp_log_level_parse(const char *s, tp_log_level_t *out);

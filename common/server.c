@@ -217,6 +217,8 @@ on_request_dispose(void *p)
     atomic_fetch_sub(&r->worker->inflight, 1);
     atomic_store(&srv->last_activity_ms, now_ms_mono());
 
+    if (!tp_log_enabled(TP_LOG_INFO))
+        return; /* no access log at this level: do not build the line */
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len; /* queries may hold secrets */
     json_t *f = json_object();
     json_object_set_new(f, "type", json_string("access"));
