@@ -116,6 +116,8 @@ typedef struct tp_upstream_handlers {
      *   "connection closed while sending the request", "connection closed before the response head",
      *   "connection closed before the response ended"
      *   "bad response: …"                            (unparsable head, chunked encoding, …)
+     * Note: h2o 2.2 reports a chunked body that the peer cut exactly at a chunk boundary as
+     * complete (error NULL); protocols with an end marker (SSE's [DONE]) must check for it.
      * The call is freed when it returns: clear pointers to it. */
     void (*on_done)(tp_upstream_call_t *call, const char *error);
 } tp_upstream_handlers_t;

@@ -27,4 +27,7 @@ void mg_error_fn(tp_request_t *r, int status, const char *code, const char *mess
 /* Registers GET /v1/models and GET /v1/models/{id}. */
 void mg_catalog_register(mg_gateway_t *gw);
 
+/* Registers POST /v1/chat/completions, /v1/completions and /v1/embeddings. */
+void mg_proxy_register(mg_gateway_t *gw);
+
 #endif

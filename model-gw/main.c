@@ -17,6 +17,7 @@ setup(tp_daemon_t *d, char **err)
     if ((gateway.models = mg_models_new(&tp_daemon_config(d)->model_gw, err)) == NULL)
         return -1;
     mg_catalog_register(&gateway);
+    mg_proxy_register(&gateway);
     return 0;
 }
 

@@ -1,5 +1,6 @@
 #include "models.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,7 @@ mg_models_new(const tp_model_gw_config_t *cfg, char **err)
             d->cfg = &mc->deployments[j];
             d->index = j;
             d->upstream_model = d->cfg->model != NULL ? d->cfg->model : mc->name;
+            snprintf(d->label, sizeof(d->label), "%zu", j);
             if (d->cfg->api_key_env != NULL) {
                 const char *key = getenv(d->cfg->api_key_env);
                 if (key == NULL || key[0] == '\0') {
@@ -42,6 +44,22 @@ mg_models_new(const tp_model_gw_config_t *cfg, char **err)
                     return NULL;
                 }
                 d->authorization = tp_sprintf("Bearer %s", key);
+            }
+            tp_upstream_header_t auth = { h2o_iovec_init(H2O_STRLIT("authorization")),
+                                          h2o_iovec_init(d->authorization,
+                                                         d->authorization != NULL ? strlen(d->authorization) : 0) };
+            tp_upstream_options_t uo = {
+                .first_byte_timeout_ms = (uint64_t)d->cfg->first_byte_timeout_ms,
+                .total_timeout_ms = (uint64_t)d->cfg->timeout_ms,
+                .headers = d->authorization != NULL ? &auth : NULL,
+                .num_headers = d->authorization != NULL ? 1 : 0,
+            };
+            char *why = NULL;
+            if ((d->upstream = tp_upstream_new(d->cfg->url, &uo, &why)) == NULL) {
+                *err = tp_sprintf("model %s: %s", mc->name, why);
+                free(why);
+                mg_models_free(ms);
+                return NULL;
             }
         }
     }
@@ -54,8 +72,10 @@ mg_models_free(mg_models_t *ms)
     if (ms == NULL)
         return;
     for (size_t i = 0; i < ms->num_models; i++) {
-        for (size_t j = 0; j < ms->models[i].num_deployments; j++)
+        for (size_t j = 0; j < ms->models[i].num_deployments; j++) {
             free(ms->models[i].deployments[j].authorization);
+            tp_upstream_free(ms->models[i].deployments[j].upstream);
+        }
         free(ms->models[i].deployments);
     }
     free(ms->models);

@@ -13,12 +13,15 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "upstream.h"
 
 typedef struct mg_deployment {
     const tp_deployment_config_t *cfg;
     const char *upstream_model; /* the name the upstream knows (cfg->model, or the public name) */
     char *authorization;        /* "Bearer <key>" from cfg->api_key_env, or NULL */
     size_t index;               /* position in the model's deployments, for metrics labels */
+    char label[32];             /* "0", "1", …: the deployment label in metrics */
+    tp_upstream_t *upstream;    /* the HTTP client for cfg->url */
     _Atomic int inflight;       /* requests to this deployment now */
 } mg_deployment_t;
 

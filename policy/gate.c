@@ -166,8 +166,12 @@ take_request_limits(pol_gate_t *g, const pol_snapshot_t *snap, const pol_princip
 bool
 pol_gate_check(pol_gate_t *g, tp_request_t *r, const char *resource, const char *action, pol_verdict_t *v)
 {
-    if (!pol_gate_authenticate(g, r, v))
-        return false;
+    return pol_gate_authenticate(g, r, v) && pol_gate_authorize(g, r, resource, action, v);
+}
+
+bool
+pol_gate_authorize(pol_gate_t *g, tp_request_t *r, const char *resource, const char *action, pol_verdict_t *v)
+{
     const pol_snapshot_t *snap = v->snapshot;
     const pol_principal_t *p = v->identity.principal;
     pol_request_t preq = {
@@ -273,6 +277,13 @@ pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *r
                       ceil(v->retry_after_s));
     }
     return true;
+}
+
+void
+pol_gate_cancel(pol_gate_t *g, pol_reservation_t *res)
+{
+    if (res->active)
+        pol_budget_cancel(g->budgets, res);
 }
 
 /* Charges tokens beyond the estimate to the tokens-per-minute buckets that cover the request. */

@@ -69,6 +69,10 @@ bool pol_gate_check(pol_gate_t *g, tp_request_t *r, const char *resource, const 
  * gate's plane (no rate limits taken), e.g. to list only the models a caller may use. */
 bool pol_gate_permits(pol_gate_t *g, const pol_verdict_t *v, const char *resource, const char *action);
 
+/* The second half of pol_gate_check, for a caller already authenticated with
+ * pol_gate_authenticate into the same verdict: the rules and the requests-per-minute limits. */
+bool pol_gate_authorize(pol_gate_t *g, tp_request_t *r, const char *resource, const char *action, pol_verdict_t *v);
+
 /* Answers the request with the verdict's error in the plane's envelope, with WWW-Authenticate
  * for 401 and Retry-After for 429. */
 void pol_gate_refuse(tp_request_t *r, const pol_verdict_t *v);
@@ -80,6 +84,9 @@ void pol_verdict_clear(pol_verdict_t *v);
  * when it fits; otherwise *v is set to OVER_BUDGET or RATE_LIMITED. */
 bool pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *resource, int64_t est_tokens,
                       pol_reservation_t *res);
+
+/* Gives back a reservation of a request that ends before any usage (refused, failed upstream). */
+void pol_gate_cancel(pol_gate_t *g, pol_reservation_t *res);
 
 /* Settles a reservation with the actual token counts and records the usage row through the
  * store writer (asynchronously). */

@@ -176,6 +176,41 @@ export class Stack {
   }
 }
 
+// Starts tests/fixtures/inference-fixture (an OpenAI-compatible fixture upstream) on a free port
+// of 127.0.0.1 and resolves with { url, proc, stop() } once it listens.
+export async function startFixture(args = []) {
+  const proc = spawn(path.join(BUILD, 'tests', 'fixtures', 'inference-fixture'), ['--port', '0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  proc.stderr.setEncoding('utf8');
+  proc.stderr.on('data', (c) => (err += c));
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`fixture did not start: ${err}`)), START_TIMEOUT_MS);
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (c) => {
+      out += c;
+      const m = out.match(/listening (http:\/\/\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    proc.on('exit', (code) => reject(new Error(`fixture exited ${code}: ${err}`)));
+  });
+  const exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)));
+  return {
+    url,
+    proc,
+    stderr: () => err,
+    async stop() {
+      if (proc.exitCode === null) proc.kill('SIGTERM');
+      return Promise.race([exited, sleep(10000).then(() => proc.kill('SIGKILL'))]);
+    },
+  };
+}
+
 export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -1,0 +1,537 @@
+/*
+ * proxy.c — POST /v1/chat/completions, /v1/completions and /v1/embeddings: authenticate,
+ * validate, authorise, reserve tokens, route to a deployment (retrying others, then fallback
+ * models, while nothing has reached the client), relay the answer (streamed with backpressure),
+ * and settle usage.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway.h"
+#include "http.h"
+#include "log.h"
+#include "mem.h"
+#include "relay.h"
+#include "sse.h"
+#include "validate.h"
+
+#define MAX_ATTEMPTS       8                   /* deployments tried for one request, fallbacks included */
+#define MAX_UPSTREAM_BODY  (64u * 1024 * 1024) /* a whole (non-streamed) answer, at most */
+#define MAX_SSE_EVENT      (8u * 1024 * 1024)  /* one streamed event, at most */
+#define HIGH_WATER         (256u * 1024)       /* bytes queued for a slow client before the upstream is paused */
+#define LOW_WATER          (64u * 1024)        /* ... and resumed */
+#define DEFAULT_EST_TOKENS 1024                /* completion tokens reserved when a request sets no max */
+
+typedef struct endpoint {
+    const char *path;   /* "/chat/completions", appended to the deployment's base URL */
+    const char *action; /* policy action */
+    bool (*validate)(json_t *body, const tp_model_config_t *model, mg_invalid_t *out);
+    bool can_stream;
+} endpoint_t;
+
+static const endpoint_t chat = { "/chat/completions", "chat", mg_validate_chat, true };
+static const endpoint_t completions = { "/completions", "complete", mg_validate_completion, true };
+static const endpoint_t embeddings = { "/embeddings", "embed", mg_validate_embeddings, false };
+
+typedef struct buffer {
+    char *data;
+    size_t len, cap;
+} buffer_t;
+
+/* One request's life. Lives in the request's pool (h2o_mem_alloc_shared); its dispose cancels
+ * an upstream call still running, so no upstream callback outlives the request. */
+typedef struct proxy {
+    h2o_generator_t super; /* first: h2o hands the generator back to proceed/stop */
+    tp_request_t *r;
+    mg_gateway_t *gw;
+    const endpoint_t *ep;
+    json_t *body; /* the client's request (model replaced per attempt) */
+    bool stream;
+    mg_model_t *attempts_model[MAX_ATTEMPTS];
+    mg_deployment_t *attempts[MAX_ATTEMPTS];
+    size_t num_attempts, attempt;
+    mg_deployment_t *deployment; /* of the current attempt; its inflight counts this request */
+    tp_upstream_call_t *call;
+    int upstream_status;
+    bool started;               /* the client has the response head: no more retries */
+    bool finished;              /* the final h2o_send was made */
+    bool sending;               /* an h2o_send is in flight: wait for proceed */
+    bool upstream_done;         /* the upstream call ended */
+    const char *upstream_error; /* static or pool text when it ended badly */
+    buffer_t in;                /* non-streamed: the upstream's body; streamed before commit: an error body */
+    buffer_t pending, inflight; /* streamed: relayed bytes queued, and those h2o is sending */
+    bool paused;
+    bool accounted; /* tokens were reserved and the request went upstream: settle at the end */
+    bool seen_done; /* the upstream's stream reached data: [DONE] */
+    mg_sse_t sse;
+    mg_relay_t relay;
+    pol_verdict_t verdict; /* never copied: it points into itself */
+    pol_reservation_t reservation;
+    int64_t est_prompt_tokens;
+    uint64_t start_ns, first_byte_ns;
+    char public_model[256];
+} proxy_t;
+
+static uint64_t
+mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void
+buf_add(buffer_t *b, const char *data, size_t len)
+{
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap != 0 ? b->cap : 4096;
+        while (cap < b->len + len)
+            cap *= 2;
+        b->data = tp_realloc(b->data, cap);
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+}
+
+static void start_attempt(proxy_t *p);
+
+/* ---- ending ---- */
+
+static void
+settle(proxy_t *p)
+{
+    if (!p->accounted)
+        return;
+    p->accounted = false; /* settled once */
+    int64_t in = p->relay.usage.seen ? p->relay.usage.prompt_tokens : p->est_prompt_tokens;
+    int64_t out = p->relay.usage.seen ? p->relay.usage.completion_tokens : 0;
+    pol_gate_settle(p->gw->gate, p->r, &p->verdict, p->public_model, &p->reservation, in, out);
+}
+
+static void
+release_deployment(proxy_t *p)
+{
+    if (p->deployment != NULL) {
+        atomic_fetch_sub(&p->deployment->inflight, 1);
+        p->deployment = NULL;
+    }
+}
+
+static void
+on_dispose(void *arg)
+{
+    proxy_t *p = arg;
+    if (p->call != NULL) {
+        tp_upstream_cancel(p->call);
+        p->call = NULL;
+    }
+    release_deployment(p);
+    settle(p);
+    pol_verdict_clear(&p->verdict);
+    json_decref(p->body);
+    free(p->in.data);
+    free(p->pending.data);
+    free(p->inflight.data);
+    mg_sse_dispose(&p->sse);
+}
+
+/* An error before anything reached the client: the OpenAI envelope. */
+static void
+fail(proxy_t *p, int status, const char *code, const char *param, const char *message)
+{
+    /* No answer came from a model: give the reservation back, record no usage. */
+    pol_gate_cancel(p->gw->gate, &p->reservation);
+    p->accounted = false;
+    mg_send_error(p->r, status, code, param, message);
+    p->finished = true;
+}
+
+/* ---- streaming to the client ---- */
+
+static void flush(proxy_t *p);
+
+static void
+on_proceed(h2o_generator_t *self, h2o_req_t *req)
+{
+    proxy_t *p = (proxy_t *)self;
+    p->sending = false;
+    p->inflight.len = 0;
+    if (p->paused && p->pending.len < LOW_WATER && p->call != NULL) {
+        p->paused = false;
+        tp_upstream_resume(p->call);
+    }
+    flush(p);
+}
+
+static void
+on_stop(h2o_generator_t *self, h2o_req_t *req)
+{
+    /* The client went away: stop the upstream too (its tokens are still settled). */
+    proxy_t *p = (proxy_t *)self;
+    p->finished = true;
+    if (p->call != NULL) {
+        tp_upstream_cancel(p->call);
+        p->call = NULL;
+    }
+}
+
+/* Sends what is queued when h2o is ready for it; ends the response once the upstream ended. */
+static void
+flush(proxy_t *p)
+{
+    if (p->sending || p->finished)
+        return;
+    bool last = p->upstream_done;
+    if (p->pending.len == 0 && !last)
+        return;
+    buffer_t t = p->inflight;
+    p->inflight = p->pending;
+    p->pending = t;
+    p->pending.len = 0;
+    h2o_iovec_t buf = h2o_iovec_init(p->inflight.data, p->inflight.len);
+    p->sending = !last;
+    if (last)
+        p->finished = true;
+    h2o_send(p->r->req, &buf, buf.len != 0 ? 1 : 0, last ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void
+start_stream(proxy_t *p)
+{
+    h2o_req_t *req = p->r->req;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+    p->super.proceed = on_proceed;
+    p->super.stop = on_stop;
+    h2o_start_response(req, &p->super);
+    p->started = true;
+}
+
+static int
+on_event(void *data, const char *event, size_t len)
+{
+    proxy_t *p = data;
+    if (len == 6 && memcmp(event, "[DONE]", 6) == 0)
+        p->seen_done = true;
+    size_t out_len = 0;
+    char *out = mg_relay_chunk(&p->relay, event, len, &out_len);
+    if (out != NULL) {
+        buf_add(&p->pending, out, out_len);
+        free(out);
+    }
+    return 0;
+}
+
+static void
+append_stream_error(proxy_t *p, const char *message)
+{
+    json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type", "api_error", "param", "code",
+                          "upstream_error");
+    char *text = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+    buf_add(&p->pending, "data: ", 6);
+    buf_add(&p->pending, text, strlen(text));
+    buf_add(&p->pending, "\n\n", 2);
+    free(text);
+}
+
+/* ---- the upstream call ---- */
+
+static bool
+retryable(int status)
+{
+    return status == 429 || status >= 500;
+}
+
+static int
+on_head(tp_upstream_call_t *call, int status, const h2o_header_t *headers, size_t num_headers)
+{
+    proxy_t *p = tp_upstream_call_data(call);
+    p->upstream_status = status;
+    p->first_byte_ns = mono_ns();
+    if (p->stream && status == 200 && !p->finished) {
+        mg_sse_init(&p->sse, MAX_SSE_EVENT);
+        start_stream(p);
+    }
+    return 0;
+}
+
+static void
+on_body(tp_upstream_call_t *call, const char *buf, size_t len)
+{
+    proxy_t *p = tp_upstream_call_data(call);
+    if (!p->started) {
+        if (p->in.len + len > MAX_UPSTREAM_BODY) {
+            p->upstream_error = "the upstream's answer is too large";
+            tp_upstream_cancel(call);
+            p->call = NULL;
+            fail(p, 502, "upstream_error", NULL, "the upstream's answer is too large");
+            return;
+        }
+        buf_add(&p->in, buf, len);
+        return;
+    }
+    if (mg_sse_feed(&p->sse, buf, len, on_event, p) != 0) {
+        tp_upstream_cancel(call);
+        p->call = NULL;
+        append_stream_error(p, "the upstream sent an event larger than the gateway accepts");
+        p->upstream_done = true;
+    }
+    if (p->pending.len > HIGH_WATER && !p->paused && p->call != NULL) {
+        p->paused = true; /* a slow client: stop reading the upstream until it catches up */
+        tp_upstream_pause(call);
+    }
+    flush(p);
+}
+
+/* The whole (non-streamed) answer, or an upstream error answer before any commit. */
+static void
+finish_buffered(proxy_t *p)
+{
+    json_t *body = json_loadb(p->in.data != NULL ? p->in.data : "", p->in.len, 0, NULL);
+    if (p->upstream_status == 200 && json_is_object(body)) {
+        mg_relay_response(&p->relay, body);
+        tp_http_send_json(p->r, 200, body);
+        p->finished = true;
+        return;
+    }
+    if (p->upstream_status == 200) {
+        json_decref(body);
+        fail(p, 502, "upstream_error", NULL, "the upstream's answer is not a JSON object");
+        return;
+    }
+    /* A client error the upstream found (4xx other than 429): the client's to fix; pass it on. */
+    const char *msg = json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+    char text[512];
+    snprintf(text, sizeof(text), "the upstream refused the request (HTTP %d): %s", p->upstream_status,
+             msg != NULL ? msg : "no message");
+    json_decref(body);
+    fail(p, p->upstream_status >= 400 && p->upstream_status < 500 ? p->upstream_status : 502, "upstream_error", NULL,
+         text);
+}
+
+static void
+on_done(tp_upstream_call_t *call, const char *error)
+{
+    proxy_t *p = tp_upstream_call_data(call);
+    p->call = NULL;
+    release_deployment(p);
+    if (p->finished)
+        return;
+    if (p->started) {
+        /* Bytes reached the client: never retry; end the stream with an error event if it broke.
+         * A stream without its [DONE] is broken even when the connection closed cleanly (h2o 2.2
+         * reports a chunked body cut at a chunk boundary as complete). */
+        if (error != NULL || mg_sse_pending(&p->sse) || !p->seen_done) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "the upstream failed mid-stream: %s",
+                     error != NULL             ? error
+                     : mg_sse_pending(&p->sse) ? "the stream ended inside an event"
+                                               : "the stream ended before [DONE]");
+            append_stream_error(p, msg);
+            tp_log_fields(TP_LOG_WARN, p->r->id, "upstream failed mid-stream",
+                          json_pack("{s:s, s:s}", "model", p->public_model, "error", msg));
+        }
+        p->upstream_done = true;
+        flush(p);
+        return;
+    }
+    bool retry = error != NULL || retryable(p->upstream_status);
+    if (retry && p->attempt + 1 < p->num_attempts) {
+        tp_log_fields(
+            TP_LOG_INFO, p->r->id, "retrying another deployment",
+            json_pack("{s:s, s:s?, s:i}", "model", p->public_model, "error", error, "status", p->upstream_status));
+        p->attempt++;
+        p->in.len = 0;
+        start_attempt(p);
+        return;
+    }
+    if (error != NULL) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "no deployment of model '%s' answered: %s", p->public_model, error);
+        fail(p, strstr(error, "timeout") != NULL ? 504 : 502, "upstream_unavailable", NULL, msg);
+        return;
+    }
+    if (retryable(p->upstream_status)) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "every deployment of model '%s' is busy or failing (last: HTTP %d)", p->public_model,
+                 p->upstream_status);
+        fail(p, p->upstream_status == 429 ? 503 : 502, "upstream_unavailable", NULL, msg);
+        return;
+    }
+    finish_buffered(p);
+}
+
+static const tp_upstream_handlers_t handlers = { .on_head = on_head, .on_body = on_body, .on_done = on_done };
+
+static void
+start_attempt(proxy_t *p)
+{
+    mg_deployment_t *d = p->attempts[p->attempt];
+    atomic_fetch_add(&d->inflight, 1);
+    p->deployment = d;
+    p->upstream_status = 0;
+    json_object_set_new(p->body, "model", json_string(d->upstream_model));
+    char *text = json_dumps(p->body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t len = strlen(text);
+    char *copy = h2o_mem_alloc_pool(&p->r->req->pool, len);
+    memcpy(copy, text, len);
+    free(text);
+    tp_upstream_header_t hdrs[] = {
+        { h2o_iovec_init(H2O_STRLIT("content-type")), h2o_iovec_init(H2O_STRLIT("application/json")) },
+        { h2o_iovec_init(H2O_STRLIT("x-request-id")), h2o_iovec_init(p->r->id, strlen(p->r->id)) },
+    };
+    tp_upstream_request_t req = {
+        .method = "POST",
+        .path = h2o_iovec_init(p->ep->path, strlen(p->ep->path)),
+        .headers = hdrs,
+        .num_headers = sizeof(hdrs) / sizeof(hdrs[0]),
+        .body = h2o_iovec_init(copy, len),
+    };
+    p->call = tp_upstream_call(d->upstream, tp_worker_h2o(p->r->worker), &req, &handlers, p);
+}
+
+/* The attempts: the model's deployments by current load, then each fallback model's. */
+static void
+plan_attempts(proxy_t *p, mg_model_t *m)
+{
+    mg_model_t *chain[1 + 8];
+    size_t n = 0;
+    chain[n++] = m;
+    for (size_t i = 0; i < m->cfg->fallback_count && n < sizeof(chain) / sizeof(chain[0]); i++) {
+        mg_model_t *f = mg_models_find(p->gw->models, m->cfg->fallbacks[i]);
+        if (f != NULL)
+            chain[n++] = f;
+    }
+    for (size_t c = 0; c < n && p->num_attempts < MAX_ATTEMPTS; c++) {
+        mg_deployment_t *first = mg_model_pick(chain[c]);
+        if (first != NULL) {
+            p->attempts_model[p->num_attempts] = chain[c];
+            p->attempts[p->num_attempts++] = first;
+        }
+        for (size_t i = 0; i < chain[c]->num_deployments && p->num_attempts < MAX_ATTEMPTS; i++) {
+            mg_deployment_t *d = &chain[c]->deployments[i];
+            if (d != first) {
+                p->attempts_model[p->num_attempts] = chain[c];
+                p->attempts[p->num_attempts++] = d;
+            }
+        }
+    }
+}
+
+/* ---- the handler ---- */
+
+static int64_t
+estimate_tokens(proxy_t *p)
+{
+    /* About four bytes a token for the prompt, plus what the request may generate. */
+    p->est_prompt_tokens = (int64_t)(p->r->req->entity.len / 4) + 1;
+    json_t *max = json_object_get(p->body, "max_completion_tokens");
+    if (!json_is_integer(max))
+        max = json_object_get(p->body, "max_tokens");
+    int64_t out = json_is_integer(max) ? json_integer_value(max) : (p->ep == &embeddings ? 0 : DEFAULT_EST_TOKENS);
+    return p->est_prompt_tokens + out;
+}
+
+static int
+handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
+{
+    proxy_t *p = h2o_mem_alloc_shared(&r->req->pool, sizeof(*p), on_dispose);
+    memset(p, 0, sizeof(*p));
+    p->r = r;
+    p->gw = gw;
+    p->ep = ep;
+    p->start_ns = mono_ns();
+    if (!pol_gate_authenticate(gw->gate, r, &p->verdict)) {
+        pol_gate_refuse(r, &p->verdict);
+        return 0;
+    }
+    json_error_t jerr;
+    h2o_iovec_t entity = r->req->entity;
+    p->body = json_loadb(entity.base != NULL ? entity.base : "", entity.len, 0, &jerr);
+    if (!json_is_object(p->body)) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "the request body must be a JSON object: %s",
+                 p->body == NULL ? jerr.text : "got another JSON value");
+        fail(p, 400, "invalid_json", NULL, msg);
+        return 0;
+    }
+    const char *name = json_string_value(json_object_get(p->body, "model"));
+    mg_model_t *m = name != NULL ? mg_models_find(gw->models, name) : NULL;
+    mg_invalid_t invalid;
+    if (!ep->validate(p->body, m != NULL ? m->cfg : NULL, &invalid)) {
+        fail(p, 400, "invalid_request", invalid.param[0] != '\0' ? invalid.param : NULL, invalid.message);
+        return 0;
+    }
+    snprintf(p->public_model, sizeof(p->public_model), "%s", name);
+    if (m == NULL || !pol_gate_permits(gw->gate, &p->verdict, name, ep->action)) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "The model '%s' does not exist or you do not have access to it.", name);
+        fail(p, 404, "model_not_found", "model", msg);
+        return 0;
+    }
+    if (m->cfg->max_input_bytes > 0 && (int64_t)entity.len > m->cfg->max_input_bytes) {
+        fail(p, 413, "request_too_large", NULL, "the request is larger than this model accepts");
+        return 0;
+    }
+    if (!pol_gate_authorize(gw->gate, r, name, ep->action, &p->verdict) ||
+        !pol_gate_reserve(gw->gate, r, &p->verdict, name, estimate_tokens(p), &p->reservation)) {
+        pol_gate_refuse(r, &p->verdict);
+        p->finished = true;
+        return 0;
+    }
+    p->stream = ep->can_stream && json_is_true(json_object_get(p->body, "stream"));
+    p->relay.public_model = p->public_model;
+    p->relay.request_id = r->id;
+    if (p->stream) {
+        /* Usage is always asked for (budgets need it); the client gets it only if it asked. */
+        json_t *opts = json_object_get(p->body, "stream_options");
+        p->relay.client_wants_usage = json_is_true(json_object_get(opts, "include_usage"));
+        if (!json_is_object(opts)) {
+            opts = json_object();
+            json_object_set_new(p->body, "stream_options", opts);
+        }
+        json_object_set_new(opts, "include_usage", json_true());
+    }
+    p->accounted = true;
+    plan_attempts(p, m);
+    if (p->num_attempts == 0) {
+        fail(p, 503, "upstream_unavailable", NULL, "every deployment of this model is at its concurrency limit");
+        return 0;
+    }
+    start_attempt(p);
+    return 0;
+}
+
+static int
+handle_chat(tp_request_t *r, void *data)
+{
+    return handle(r, data, &chat);
+}
+
+static int
+handle_completions(tp_request_t *r, void *data)
+{
+    return handle(r, data, &completions);
+}
+
+static int
+handle_embeddings(tp_request_t *r, void *data)
+{
+    return handle(r, data, &embeddings);
+}
+
+void
+mg_proxy_register(mg_gateway_t *gw)
+{
+    tp_server_t *srv = tp_daemon_server(gw->daemon);
+    tp_server_route(srv, "POST", "/v1/chat/completions", false, handle_chat, gw);
+    tp_server_route(srv, "POST", "/v1/completions", false, handle_completions, gw);
+    tp_server_route(srv, "POST", "/v1/embeddings", false, handle_embeddings, gw);
+}

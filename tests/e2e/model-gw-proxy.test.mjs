@@ -1,0 +1,185 @@
+// model-gw in front of a real (fixture) inference server, driven by the official openai SDK.
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import OpenAI from 'openai';
+
+import { Stack, eventually, startFixture } from './lib/stack.mjs';
+
+const WEATHER_TOOL = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Current weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+  },
+};
+
+describe('model-gw proxying chat, streams, tools and embeddings', () => {
+  let fixture;
+  let stack;
+  let client;
+  let key;
+  before(async () => {
+    fixture = await startFixture(['--model', 'meta-llama-3-8b', '--model', 'embed-small']);
+    const up = `${fixture.url}/v1`;
+    stack = await Stack.start({
+      daemons: ['model-gw'],
+      extra: {
+        model_gw: [
+          'models:',
+          '  - name: llama3',
+          '    deployments:',
+          '      - {url: "http://127.0.0.1:9/v1", model: meta-llama-3-8b}', // nothing listens: failover
+          `      - {url: "${up}", model: meta-llama-3-8b}`,
+          '  - name: embedder',
+          '    kind: embedding',
+          `    deployments: [{url: "${up}", model: embed-small}]`,
+        ],
+      },
+    });
+    const file = path.join(stack.dir, 'p.yaml');
+    writeFileSync(file, [
+      'principals: [{id: alice, kind: user, team: ml}, {id: bob, kind: user, team: ml}]',
+      'rules:',
+      '  - {id: ml-models, effect: allow, subjects: {teams: [ml]}, plane: model, resources: ["*"], actions: [chat, embed, complete]}',
+      'limits: [{principal: bob, rpm: 1}]',
+      '',
+    ].join('\n'));
+    assert.equal(stack.gwctl('apply', '-f', file).status, 0);
+    key = JSON.parse(stack.gwctl('--json', 'key', 'create', '--principal', 'alice').stdout).key;
+    client = new OpenAI({ apiKey: key, baseURL: stack.url('model-gw', '/v1'), maxRetries: 0 });
+  });
+  after(async () => {
+    const results = await stack.close();
+    assert.equal(await fixture.stop(), 0);
+    assert.equal(results['model-gw'].code, 0, stack.daemons['model-gw'].tail());
+    assert.deepEqual(stack.daemons['model-gw'].sanitizerReports(), []);
+  });
+
+  test('chat completion, with failover past a dead deployment, shows the public model and usage', async () => {
+    const res = await client.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'hello there' }] });
+    assert.equal(res.model, 'llama3');
+    assert.equal(res.choices[0].message.role, 'assistant');
+    assert.match(res.choices[0].message.content, /hello there/);
+    assert.equal(res.choices[0].finish_reason, 'stop');
+    assert.ok(res.usage.prompt_tokens > 0 && res.usage.completion_tokens > 0);
+  });
+
+  test('a streamed chat arrives chunk by chunk; the usage chunk only when asked', async () => {
+    const stream = await client.chat.completions.create({ model: 'llama3', stream: true, messages: [{ role: 'user', content: 'count to five' }] });
+    let text = '';
+    let chunks = 0;
+    for await (const chunk of stream) {
+      chunks++;
+      assert.equal(chunk.usage ?? null, null, 'no usage chunk without include_usage');
+      text += chunk.choices[0]?.delta?.content ?? '';
+    }
+    assert.ok(chunks > 3);
+    assert.match(text, /count to five/);
+
+    const withUsage = await client.chat.completions.create({
+      model: 'llama3', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hi' }],
+    });
+    let usage = null;
+    for await (const chunk of withUsage) if (chunk.usage) usage = chunk.usage;
+    assert.ok(usage && usage.total_tokens > 0);
+  });
+
+  test('a multi-turn tool conversation, streamed and not, keeps tool calls intact', async () => {
+    const messages = [{ role: 'user', content: 'What is the weather in Oslo?' }];
+    const first = await client.chat.completions.create({ model: 'llama3', messages, tools: [WEATHER_TOOL] });
+    const call = first.choices[0].message.tool_calls[0];
+    assert.equal(first.choices[0].finish_reason, 'tool_calls');
+    assert.equal(call.type, 'function');
+    assert.equal(call.function.name, 'get_weather');
+    assert.deepEqual(Object.keys(JSON.parse(call.function.arguments)), ['city']);
+
+    // The same, streamed: fragments are reassembled by the client, not by the gateway.
+    const stream = await client.chat.completions.create({ model: 'llama3', messages, tools: [WEATHER_TOOL], stream: true });
+    const calls = [];
+    let fragments = 0;
+    for await (const chunk of stream) {
+      for (const tc of chunk.choices[0]?.delta?.tool_calls ?? []) {
+        fragments++;
+        calls[tc.index] ??= { id: tc.id, name: tc.function?.name, arguments: '' };
+        calls[tc.index].arguments += tc.function?.arguments ?? '';
+      }
+    }
+    assert.ok(fragments > 2, 'arguments came in fragments');
+    assert.equal(calls[0].name, 'get_weather');
+    assert.ok(calls[0].id);
+    JSON.parse(calls[0].arguments);
+
+    messages.push(first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '{"temp": 3}' });
+    const answer = await client.chat.completions.create({ model: 'llama3', messages, tools: [WEATHER_TOOL] });
+    assert.match(answer.choices[0].message.content, /Tool result received/);
+  });
+
+  test('embeddings', async () => {
+    const res = await client.embeddings.create({ model: 'embedder', input: ['alpha', 'beta'] });
+    assert.equal(res.data.length, 2);
+    assert.equal(res.data[0].embedding.length, 8);
+    assert.equal(res.model, 'embedder');
+  });
+
+  test('invalid requests are BadRequestError naming the JSON path; unknown models NotFoundError', async () => {
+    await assert.rejects(
+      client.chat.completions.create({ model: 'llama3', messages: [{ role: 'bot', content: 'x' }] }),
+      (e) => e instanceof OpenAI.BadRequestError && e.param === 'messages[0].role',
+    );
+    await assert.rejects(
+      client.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }], tools: [WEATHER_TOOL], tool_choice: { type: 'function', function: { name: 'get_wether' } } }),
+      (e) => e instanceof OpenAI.BadRequestError && /get_weather/.test(e.message),
+    );
+    await assert.rejects(client.chat.completions.create({ model: 'gpt-nope', messages: [{ role: 'user', content: 'x' }] }),
+      (e) => e instanceof OpenAI.NotFoundError);
+  });
+
+  test('an upstream failure mid-stream ends the stream with an error event', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'llama3', stream: true, messages: [{ role: 'user', content: 'one two three four five six seven' }],
+      fixture: { reset_after_chunks: 3 },
+    });
+    let got = 0;
+    await assert.rejects(async () => {
+      for await (const chunk of stream) got += chunk.choices.length;
+    }, (e) => e instanceof OpenAI.APIError && /mid-stream/.test(e.message));
+    assert.ok(got >= 1, 'some chunks arrived before the failure');
+  });
+
+  test('rate limits answer 429 with Retry-After', async () => {
+    const bobKey = JSON.parse(stack.gwctl('--json', 'key', 'create', '--principal', 'bob').stdout).key;
+    const bob = new OpenAI({ apiKey: bobKey, baseURL: stack.url('model-gw', '/v1'), maxRetries: 0 });
+    await bob.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }] });
+    await assert.rejects(bob.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }] }), (e) => {
+      assert.ok(e instanceof OpenAI.RateLimitError);
+      assert.ok(Number(e.headers.get('retry-after')) >= 1);
+      return true;
+    });
+  });
+
+  test('usage is recorded per request, and an exhausted budget is a 429', async () => {
+    const rows = await eventually(() => {
+      const r = JSON.parse(stack.gwctl('--json', 'usage', '--by', 'model', '--since', '-1h').stdout).rows;
+      const llama = r.find((x) => x.key === 'llama3');
+      return llama && llama.requests >= 5 && r;
+    }, 5000);
+    assert.ok(rows, 'usage rows arrive through the store writer');
+    assert.ok(rows.find((x) => x.key === 'llama3').output_tokens > 0);
+
+    assert.equal(stack.gwctl('budget', 'set', '--principal', 'alice', '--period', 'day', '--tokens', '10').status, 0);
+    await assert.rejects(client.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }] }),
+      (e) => e instanceof OpenAI.RateLimitError && e.code === 'budget_exceeded');
+  });
+
+  test('a revoked key is refused', async () => {
+    const { key: k, id } = JSON.parse(stack.gwctl('--json', 'key', 'create', '--principal', 'alice').stdout);
+    assert.equal(stack.gwctl('key', 'revoke', id).status, 0);
+    const c = new OpenAI({ apiKey: k, baseURL: stack.url('model-gw', '/v1'), maxRetries: 0 });
+    await assert.rejects(c.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }] }),
+      (e) => e instanceof OpenAI.AuthenticationError);
+  });
+});
