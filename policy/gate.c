@@ -137,6 +137,24 @@ pol_gate_authenticate(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v)
     return true;
 }
 
+/* Whether a limit or budget scoped to (kind, scope) covers principal p. */
+static bool
+scope_covers(pol_budget_scope_t kind, const char *scope, const pol_principal_t *p)
+{
+    return kind == POL_BUDGET_PRINCIPAL ? strcmp(scope, p->id) == 0 : p->team != NULL && strcmp(scope, p->team) == 0;
+}
+
+/* Whether rate limit l covers p's requests for resource, and its bucket key for `what`
+ * ("rpm" or "tpm") when it does. */
+static bool
+limit_covers(const pol_rate_limit_t *l, const pol_principal_t *p, const char *resource, const char *what, char key[512])
+{
+    if (!scope_covers(l->scope_kind, l->scope, p) || fnmatch(l->resource, resource, 0) != 0)
+        return false;
+    snprintf(key, 512, "%s|%s|%s|%s", what, pol_budget_scope_name(l->scope_kind), l->scope, l->resource);
+    return true;
+}
+
 /* Takes one request from every requests-per-minute limit that covers the caller and resource. */
 static bool
 take_request_limits(pol_gate_t *g, const pol_snapshot_t *snap, const pol_principal_t *p, const char *resource,
@@ -145,12 +163,9 @@ take_request_limits(pol_gate_t *g, const pol_snapshot_t *snap, const pol_princip
     int64_t now = mono_ns();
     for (size_t i = 0; i < snap->num_limits; i++) {
         const pol_rate_limit_t *l = &snap->limits[i];
-        bool mine = l->scope_kind == POL_BUDGET_PRINCIPAL ? strcmp(l->scope, p->id) == 0
-                                                          : p->team != NULL && strcmp(l->scope, p->team) == 0;
-        if (!mine || l->requests_per_minute <= 0 || fnmatch(l->resource, resource, 0) != 0)
-            continue;
         char key[512];
-        snprintf(key, sizeof(key), "rpm|%s|%s|%s", pol_budget_scope_name(l->scope_kind), l->scope, l->resource);
+        if (l->requests_per_minute <= 0 || !limit_covers(l, p, resource, "rpm", key))
+            continue;
         double retry = 0;
         if (!pol_ratelimit_take(g->limiter, key, (double)l->requests_per_minute, 0, 1, now, &retry)) {
             v->retry_after_s = retry;
@@ -230,9 +245,7 @@ budgets_for(const pol_snapshot_t *snap, const pol_principal_t *p, pol_budget_lim
     size_t n = 0;
     for (size_t i = 0; i < snap->num_budgets && n < max; i++) {
         const pol_budget_limit_t *b = &snap->budgets[i];
-        bool mine = b->scope_kind == POL_BUDGET_PRINCIPAL ? strcmp(b->scope, p->id) == 0
-                                                          : p->team != NULL && strcmp(b->scope, p->team) == 0;
-        if (mine)
+        if (scope_covers(b->scope_kind, b->scope, p))
             out[n++] = *b;
     }
     return n;
@@ -248,12 +261,9 @@ pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *r
     int64_t now_ns = mono_ns();
     for (size_t i = 0; i < snap->num_limits; i++) {
         const pol_rate_limit_t *l = &snap->limits[i];
-        bool mine = l->scope_kind == POL_BUDGET_PRINCIPAL ? strcmp(l->scope, p->id) == 0
-                                                          : p->team != NULL && strcmp(l->scope, p->team) == 0;
-        if (!mine || l->tokens_per_minute <= 0 || fnmatch(l->resource, resource, 0) != 0)
-            continue;
         char key[512];
-        snprintf(key, sizeof(key), "tpm|%s|%s|%s", pol_budget_scope_name(l->scope_kind), l->scope, l->resource);
+        if (l->tokens_per_minute <= 0 || !limit_covers(l, p, resource, "tpm", key))
+            continue;
         double retry = 0;
         if (!pol_ratelimit_take(g->limiter, key, (double)l->tokens_per_minute, 0, (double)est_tokens, now_ns, &retry)) {
             v->retry_after_s = retry;
@@ -296,12 +306,9 @@ charge_token_limits(pol_gate_t *g, const pol_snapshot_t *snap, const pol_princip
     int64_t now_ns = mono_ns();
     for (size_t i = 0; i < snap->num_limits; i++) {
         const pol_rate_limit_t *l = &snap->limits[i];
-        bool mine = l->scope_kind == POL_BUDGET_PRINCIPAL ? strcmp(l->scope, p->id) == 0
-                                                          : p->team != NULL && strcmp(l->scope, p->team) == 0;
-        if (!mine || l->tokens_per_minute <= 0 || fnmatch(l->resource, resource, 0) != 0)
-            continue;
         char key[512];
-        snprintf(key, sizeof(key), "tpm|%s|%s|%s", pol_budget_scope_name(l->scope_kind), l->scope, l->resource);
+        if (l->tokens_per_minute <= 0 || !limit_covers(l, p, resource, "tpm", key))
+            continue;
         pol_ratelimit_charge(g->limiter, key, (double)l->tokens_per_minute, 0, (double)extra, now_ns);
     }
 }
