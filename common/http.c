@@ -73,10 +73,17 @@ tp_http_send(tp_request_t *r, int status, const char *content_type, const char *
 void
 tp_http_send_json(tp_request_t *r, int status, json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(body);
-    if (text == NULL)
-        tp_fatal("json_dumps failed");
+    if (text == NULL) {
+        /* A body that could not be built (text that is not UTF-8 given to json_pack, say) must
+         * not take the daemon down: answer a fixed error instead. */
+        static const char fallback[] = "{\"error\":{\"code\":\"internal_error\",\"message\":\"the response could not "
+                                       "be encoded\"}}";
+        tp_log(TP_LOG_ERROR, r->id, "a JSON response could not be encoded; sent a fixed 500");
+        tp_http_send(r, 500, "application/json", fallback, sizeof(fallback) - 1);
+        return;
+    }
     tp_http_send(r, status, "application/json", text, strlen(text));
     free(text);
 }

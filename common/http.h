@@ -13,7 +13,8 @@
 
 #include "server.h"
 
-/* Sends `body` as a complete JSON response with `status`. Takes ownership of body (decref'd). */
+/* Sends `body` as a complete JSON response with `status`. Takes ownership of body (decref'd).
+ * A NULL body (a failed json_pack) is answered with a fixed 500 and logged, never a crash. */
 void tp_http_send_json(tp_request_t *r, int status, json_t *body);
 
 /* Sends a complete response with a given content type. The body is copied into the pool. */

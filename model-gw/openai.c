@@ -3,6 +3,7 @@
 
 #include "gateway.h"
 #include "http.h"
+#include "log.h"
 
 static const char *
 error_type(int status)
@@ -24,9 +25,13 @@ error_type(int status)
 void
 mg_send_error(tp_request_t *r, int status, const char *code, const char *param, const char *message)
 {
-    json_t *body = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", message, "type", error_type(status),
-                             "param", param, "code", code);
-    tp_http_send_json(r, status, body);
+    /* The message may quote client or upstream text cut at any byte: never let that break it. */
+    json_t *e = json_object();
+    json_object_set_new(e, "message", tp_log_string(message, strlen(message)));
+    json_object_set_new(e, "type", json_string(error_type(status)));
+    json_object_set_new(e, "param", param != NULL ? tp_log_string(param, strlen(param)) : json_null());
+    json_object_set_new(e, "code", code != NULL ? tp_log_string(code, strlen(code)) : json_null());
+    tp_http_send_json(r, status, json_pack("{s:o}", "error", e));
 }
 
 void

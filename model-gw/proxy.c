@@ -24,6 +24,7 @@
 #define HIGH_WATER         (256u * 1024)       /* bytes queued for a slow client before the upstream is paused */
 #define LOW_WATER          (64u * 1024)        /* ... and resumed */
 #define DEFAULT_EST_TOKENS 1024                /* completion tokens reserved when a request sets no max */
+#define MAX_EST_TOKENS     (1 << 24)           /* a bound on what one request's max_tokens reserves */
 
 typedef struct endpoint {
     const char *path;   /* "/chat/completions", appended to the deployment's base URL */
@@ -56,6 +57,7 @@ typedef struct proxy {
     mg_deployment_t *deployment; /* of the current attempt; its inflight counts this request */
     tp_upstream_call_t *call;
     int upstream_status;
+    bool relaying;              /* the current attempt answered 200 to a stream: its events are read */
     bool started;               /* the client has the response head: no more retries */
     bool finished;              /* the final h2o_send was made */
     bool sending;               /* an h2o_send is in flight: wait for proceed */
@@ -217,6 +219,8 @@ static int
 on_event(void *data, const char *event, size_t len)
 {
     proxy_t *p = data;
+    if (!p->started)
+        start_stream(p);
     if (len == 6 && memcmp(event, "[DONE]", 6) == 0)
         p->seen_done = true;
     size_t out_len = 0;
@@ -256,8 +260,11 @@ on_head(tp_upstream_call_t *call, int status, const h2o_header_t *headers, size_
     p->upstream_status = status;
     p->first_byte_ns = mono_ns();
     if (p->stream && status == 200 && !p->finished) {
+        /* The client's response starts with the first event, not now: an upstream that answers
+         * 200 and breaks before any event can still be retried elsewhere. */
+        mg_sse_dispose(&p->sse);
         mg_sse_init(&p->sse, MAX_SSE_EVENT);
-        start_stream(p);
+        p->relaying = true;
     }
     return 0;
 }
@@ -266,7 +273,7 @@ static void
 on_body(tp_upstream_call_t *call, const char *buf, size_t len)
 {
     proxy_t *p = tp_upstream_call_data(call);
-    if (!p->started) {
+    if (!p->relaying) {
         if (p->in.len + len > MAX_UPSTREAM_BODY) {
             p->upstream_error = "the upstream's answer is too large";
             tp_upstream_cancel(call);
@@ -280,6 +287,9 @@ on_body(tp_upstream_call_t *call, const char *buf, size_t len)
     if (mg_sse_feed(&p->sse, buf, len, on_event, p) != 0) {
         tp_upstream_cancel(call);
         p->call = NULL;
+        release_deployment(p);
+        if (!p->started)
+            start_stream(p);
         append_stream_error(p, "the upstream sent an event larger than the gateway accepts");
         p->upstream_done = true;
     }
@@ -306,14 +316,20 @@ finish_buffered(proxy_t *p)
         fail(p, 502, "upstream_error", NULL, "the upstream's answer is not a JSON object");
         return;
     }
-    /* A client error the upstream found (4xx other than 429): the client's to fix; pass it on. */
-    const char *msg = json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+    /* 401, 403 and 404 from an upstream are about the gateway's credentials or configuration,
+     * not the client's: a 502. Other 4xx are the client's to fix (a context too long, say): the
+     * upstream's status, message, code and param pass on. */
+    json_t *e = json_object_get(body, "error");
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    const char *code = json_string_value(json_object_get(e, "code"));
+    const char *param = json_string_value(json_object_get(e, "param"));
+    int st = p->upstream_status;
+    bool clients = st >= 400 && st < 500 && st != 401 && st != 403 && st != 404;
     char text[512];
-    snprintf(text, sizeof(text), "the upstream refused the request (HTTP %d): %s", p->upstream_status,
+    snprintf(text, sizeof(text), "the upstream refused the request (HTTP %d): %s", st,
              msg != NULL ? msg : "no message");
+    fail(p, clients ? st : 502, clients && code != NULL ? code : "upstream_error", clients ? param : NULL, text);
     json_decref(body);
-    fail(p, p->upstream_status >= 400 && p->upstream_status < 500 ? p->upstream_status : 502, "upstream_error", NULL,
-         text);
 }
 
 static void
@@ -342,6 +358,9 @@ on_done(tp_upstream_call_t *call, const char *error)
         flush(p);
         return;
     }
+    if (p->relaying && error == NULL)
+        error = "the stream ended before its first event";
+    p->relaying = false;
     bool retry = error != NULL || retryable(p->upstream_status);
     if (retry && p->attempt + 1 < p->num_attempts) {
         tp_log_fields(
@@ -362,6 +381,8 @@ on_done(tp_upstream_call_t *call, const char *error)
         char msg[400];
         snprintf(msg, sizeof(msg), "every deployment of model '%s' is busy or failing (last: HTTP %d)", p->public_model,
                  p->upstream_status);
+        if (p->upstream_status == 429)
+            tp_http_add_header(p->r, "retry-after", "1");
         fail(p, p->upstream_status == 429 ? 503 : 502, "upstream_unavailable", NULL, msg);
         return;
     }
@@ -370,12 +391,32 @@ on_done(tp_upstream_call_t *call, const char *error)
 
 static const tp_upstream_handlers_t handlers = { .on_head = on_head, .on_body = on_body, .on_done = on_done };
 
+/* Takes a slot of d's concurrency cap; false when it is full. */
+static bool
+claim(mg_deployment_t *d)
+{
+    int cap = d->cfg->max_concurrency, n = atomic_load(&d->inflight);
+    do {
+        if (cap > 0 && n >= cap)
+            return false;
+    } while (!atomic_compare_exchange_weak(&d->inflight, &n, n + 1));
+    return true;
+}
+
 static void
 start_attempt(proxy_t *p)
 {
+    while (p->attempt < p->num_attempts && !claim(p->attempts[p->attempt]))
+        p->attempt++; /* at its cap since the plan was made */
+    if (p->attempt == p->num_attempts) {
+        tp_http_add_header(p->r, "retry-after", "1");
+        fail(p, 503, "upstream_unavailable", NULL, "every deployment of this model is at its concurrency limit");
+        return;
+    }
     mg_deployment_t *d = p->attempts[p->attempt];
-    atomic_fetch_add(&d->inflight, 1);
     p->deployment = d;
+    p->relaying = false;
+    p->seen_done = false;
     p->upstream_status = 0;
     json_object_set_new(p->body, "model", json_string(d->upstream_model));
     char *text = json_dumps(p->body, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -406,15 +447,16 @@ plan_attempts(proxy_t *p, mg_model_t *m)
     chain[n++] = m;
     for (size_t i = 0; i < m->cfg->fallback_count && n < sizeof(chain) / sizeof(chain[0]); i++) {
         mg_model_t *f = mg_models_find(p->gw->models, m->cfg->fallbacks[i]);
-        if (f != NULL)
+        /* A fallback is another model: the caller must be allowed to use it too. */
+        if (f != NULL && pol_gate_permits(p->gw->gate, &p->verdict, f->cfg->name, p->ep->action))
             chain[n++] = f;
     }
     for (size_t c = 0; c < n && p->num_attempts < MAX_ATTEMPTS; c++) {
         mg_deployment_t *first = mg_model_pick(chain[c]);
-        if (first != NULL) {
-            p->attempts_model[p->num_attempts] = chain[c];
-            p->attempts[p->num_attempts++] = first;
-        }
+        if (first == NULL)
+            continue; /* every deployment of this model is at its concurrency cap */
+        p->attempts_model[p->num_attempts] = chain[c];
+        p->attempts[p->num_attempts++] = first;
         for (size_t i = 0; i < chain[c]->num_deployments && p->num_attempts < MAX_ATTEMPTS; i++) {
             mg_deployment_t *d = &chain[c]->deployments[i];
             if (d != first) {
@@ -436,12 +478,17 @@ estimate_tokens(proxy_t *p)
     if (!json_is_integer(max))
         max = json_object_get(p->body, "max_tokens");
     int64_t out = json_is_integer(max) ? json_integer_value(max) : (p->ep == &embeddings ? 0 : DEFAULT_EST_TOKENS);
+    if (out < 0 || out > MAX_EST_TOKENS)
+        out = MAX_EST_TOKENS; /* no overflow, and no request may reserve more than this */
     return p->est_prompt_tokens + out;
 }
 
 static int
 handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
 {
+    /* Held before p is allocated: h2o releases a pool's shared allocations newest first, so this
+     * reference outlives p's dispose, which settles usage from the snapshot. */
+    tp_daemon_request_state_hold(gw->daemon, r);
     proxy_t *p = h2o_mem_alloc_shared(&r->req->pool, sizeof(*p), on_dispose);
     memset(p, 0, sizeof(*p));
     p->r = r;
@@ -502,6 +549,7 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
     p->accounted = true;
     plan_attempts(p, m);
     if (p->num_attempts == 0) {
+        tp_http_add_header(r, "retry-after", "1");
         fail(p, 503, "upstream_unavailable", NULL, "every deployment of this model is at its concurrency limit");
         return 0;
     }

@@ -19,11 +19,13 @@ const WEATHER_TOOL = {
 
 describe('model-gw proxying chat, streams, tools and embeddings', () => {
   let fixture;
+  let refusing; // a fixture that answers every completion with 401, as an upstream with a bad key would
   let stack;
   let client;
   let key;
   before(async () => {
     fixture = await startFixture(['--model', 'meta-llama-3-8b', '--model', 'embed-small']);
+    refusing = await startFixture(['--model', 'm', '--fail', '401']);
     const up = `${fixture.url}/v1`;
     stack = await Stack.start({
       daemons: ['model-gw'],
@@ -37,6 +39,10 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
           '  - name: embedder',
           '    kind: embedding',
           `    deployments: [{url: "${up}", model: embed-small}]`,
+          '  - name: misconfigured',
+          `    deployments: [{url: "${refusing.url}/v1", model: m}]`,
+          '  - name: single-lane',
+          `    deployments: [{url: "${up}", model: meta-llama-3-8b, max_concurrency: 1}]`,
         ],
       },
     });
@@ -55,6 +61,7 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
   after(async () => {
     const results = await stack.close();
     assert.equal(await fixture.stop(), 0);
+    assert.equal(await refusing.stop(), 0);
     assert.equal(results['model-gw'].code, 0, stack.daemons['model-gw'].tail());
     assert.deepEqual(stack.daemons['model-gw'].sanitizerReports(), []);
   });
@@ -136,6 +143,36 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     );
     await assert.rejects(client.chat.completions.create({ model: 'gpt-nope', messages: [{ role: 'user', content: 'x' }] }),
       (e) => e instanceof OpenAI.NotFoundError);
+  });
+
+  test('hostile or odd input gets a clear error, never a crash', async () => {
+    await assert.rejects(client.chat.completions.create({ model: 'é'.repeat(300), messages: [{ role: 'user', content: 'x' }] }),
+      (e) => e instanceof OpenAI.NotFoundError);
+    // A huge max_tokens reserves a bounded estimate (no overflow past the budget check).
+    const huge = await client.chat.completions.create({ model: 'llama3', max_tokens: Number.MAX_SAFE_INTEGER, messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(huge.choices.length, 1);
+    const res = await fetch(stack.url('model-gw', '/v1/chat/completions'), { method: 'POST', headers: { authorization: `Bearer ${key}` }, body: '{"model": "llama3", "messages": [' });
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error.code, 'invalid_json');
+  });
+
+  test("an upstream refusing the gateway's own credentials is a 502, not the client's 401", async () => {
+    await assert.rejects(client.chat.completions.create({ model: 'misconfigured', messages: [{ role: 'user', content: 'x' }] }),
+      (e) => e instanceof OpenAI.APIError && e.status === 502);
+  });
+
+  test('a deployment at its concurrency cap gives 503 with Retry-After', async () => {
+    const slow = await client.chat.completions.create({
+      model: 'single-lane', stream: true, messages: [{ role: 'user', content: 'a b c d e f g h i j' }], fixture: { token_delay_ms: 100 },
+    });
+    const it = slow[Symbol.asyncIterator]();
+    await it.next(); // the first request now holds the only slot
+    await assert.rejects(client.chat.completions.create({ model: 'single-lane', messages: [{ role: 'user', content: 'x' }] }), (e) => {
+      assert.equal(e.status, 503);
+      assert.equal(e.headers.get('retry-after'), '1');
+      return true;
+    });
+    for (let r = await it.next(); !r.done; r = await it.next());
   });
 
   test('an upstream failure mid-stream ends the stream with an error event', async () => {
