@@ -37,6 +37,20 @@ static const endpoint_t chat = { "/chat/completions", "chat", mg_validate_chat, 
 static const endpoint_t completions = { "/completions", "complete", mg_validate_completion, true };
 static const endpoint_t embeddings = { "/embeddings", "embed", mg_validate_embeddings, false };
 
+/* model-gw's metrics, registered once at start-up (families are fixed; series are created on
+ * first use with the model's public name and the deployment's index as labels). */
+static struct {
+    tp_metric_t *requests;        /* {model, deployment, status} */
+    tp_metric_t *duration;        /* {model}: the whole request, as the client saw it */
+    tp_metric_t *ttft;            /* {model}: to the first streamed event, or the whole answer */
+    tp_metric_t *overhead;        /* {model}: the request's time not spent waiting on upstreams */
+    tp_metric_t *tokens;          /* {model, kind} */
+    tp_metric_t *upstream_errors; /* {model, deployment, kind} */
+    tp_metric_t *retries;         /* {model} */
+    tp_metric_t *repairs;         /* {model} */
+    tp_metric_t *inflight;        /* {model, deployment} */
+} metrics;
+
 typedef struct buffer {
     char *data;
     size_t len, cap;
@@ -74,6 +88,9 @@ typedef struct proxy {
     pol_reservation_t reservation;
     int64_t est_prompt_tokens;
     uint64_t start_ns, first_byte_ns;
+    uint64_t attempt_start_ns, upstream_ns; /* the current attempt's start; time spent on upstreams */
+    mg_model_t *model;                      /* the public model asked for */
+    const char *last_deployment;            /* the label of the last deployment tried, for metrics */
     char public_model[256];
 } proxy_t;
 
@@ -119,8 +136,41 @@ release_deployment(proxy_t *p)
 {
     if (p->deployment != NULL) {
         atomic_fetch_sub(&p->deployment->inflight, 1);
+        tp_metric_add(metrics.inflight, (const char *[]){ p->public_model, p->deployment->label }, -1);
+        p->upstream_ns += mono_ns() - p->attempt_start_ns;
         p->deployment = NULL;
     }
+}
+
+static void
+record_metrics(proxy_t *p)
+{
+    if (p->model == NULL)
+        return; /* refused before a model was chosen: the common HTTP metrics count it */
+    const char *model = p->public_model;
+    char status[8];
+    snprintf(status, sizeof(status), "%d", p->r->req->res.status != 0 ? p->r->req->res.status : 499);
+    uint64_t total = mono_ns() - p->start_ns;
+    tp_metric_add(metrics.requests,
+                  (const char *[]){ model, p->last_deployment != NULL ? p->last_deployment : "none", status }, 1);
+    tp_metric_observe(metrics.duration, (const char *[]){ model }, (double)total / 1e9);
+    if (p->first_byte_ns != 0)
+        tp_metric_observe(metrics.ttft, (const char *[]){ model }, (double)(p->first_byte_ns - p->start_ns) / 1e9);
+    if (p->upstream_ns <= total)
+        tp_metric_observe(metrics.overhead, (const char *[]){ model }, (double)(total - p->upstream_ns) / 1e9);
+    if (p->relay.usage.seen) {
+        tp_metric_add(metrics.tokens, (const char *[]){ model, "prompt" }, (double)p->relay.usage.prompt_tokens);
+        tp_metric_add(metrics.tokens, (const char *[]){ model, "completion" },
+                      (double)p->relay.usage.completion_tokens);
+    }
+    if (p->relay.repairs > 0)
+        tp_metric_add(metrics.repairs, (const char *[]){ model }, p->relay.repairs);
+}
+
+static void
+count_upstream_error(proxy_t *p, const char *label, const char *kind)
+{
+    tp_metric_add(metrics.upstream_errors, (const char *[]){ p->public_model, label, kind }, 1);
 }
 
 static void
@@ -132,6 +182,7 @@ on_dispose(void *arg)
         p->call = NULL;
     }
     release_deployment(p);
+    record_metrics(p);
     settle(p);
     pol_verdict_clear(&p->verdict);
     json_decref(p->body);
@@ -219,8 +270,10 @@ static int
 on_event(void *data, const char *event, size_t len)
 {
     proxy_t *p = data;
-    if (!p->started)
+    if (!p->started) {
+        p->first_byte_ns = mono_ns();
         start_stream(p);
+    }
     if (len == 6 && memcmp(event, "[DONE]", 6) == 0)
         p->seen_done = true;
     size_t out_len = 0;
@@ -258,7 +311,6 @@ on_head(tp_upstream_call_t *call, int status, const h2o_header_t *headers, size_
 {
     proxy_t *p = tp_upstream_call_data(call);
     p->upstream_status = status;
-    p->first_byte_ns = mono_ns();
     if (p->stream && status == 200 && !p->finished) {
         /* The client's response starts with the first event, not now: an upstream that answers
          * 200 and breaks before any event can still be retried elsewhere. */
@@ -306,6 +358,7 @@ finish_buffered(proxy_t *p)
 {
     json_t *body = json_loadb(p->in.data != NULL ? p->in.data : "", p->in.len, 0, NULL);
     if (p->upstream_status == 200 && json_is_object(body)) {
+        p->first_byte_ns = mono_ns();
         mg_relay_response(&p->relay, body);
         tp_http_send_json(p->r, 200, body);
         p->finished = true;
@@ -337,7 +390,12 @@ on_done(tp_upstream_call_t *call, const char *error)
 {
     proxy_t *p = tp_upstream_call_data(call);
     p->call = NULL;
+    const char *label = p->deployment != NULL ? p->deployment->label : "none";
     release_deployment(p);
+    if (error != NULL)
+        count_upstream_error(p, label, strncmp(error, "timeout", 7) == 0 ? "timeout" : "connection");
+    else if (retryable(p->upstream_status))
+        count_upstream_error(p, label, p->upstream_status == 429 ? "status_429" : "status_5xx");
     if (p->finished)
         return;
     if (p->started) {
@@ -366,6 +424,7 @@ on_done(tp_upstream_call_t *call, const char *error)
         tp_log_fields(
             TP_LOG_INFO, p->r->id, "retrying another deployment",
             json_pack("{s:s, s:s?, s:i}", "model", p->public_model, "error", error, "status", p->upstream_status));
+        tp_metric_add(metrics.retries, (const char *[]){ p->public_model }, 1);
         p->attempt++;
         p->in.len = 0;
         start_attempt(p);
@@ -415,6 +474,9 @@ start_attempt(proxy_t *p)
     }
     mg_deployment_t *d = p->attempts[p->attempt];
     p->deployment = d;
+    p->last_deployment = d->label;
+    p->attempt_start_ns = mono_ns();
+    tp_metric_add(metrics.inflight, (const char *[]){ p->public_model, d->label }, 1);
     p->relaying = false;
     p->seen_done = false;
     p->upstream_status = 0;
@@ -547,6 +609,7 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
         json_object_set_new(opts, "include_usage", json_true());
     }
     p->accounted = true;
+    p->model = m;
     plan_attempts(p, m);
     if (p->num_attempts == 0) {
         tp_http_add_header(r, "retry-after", "1");
@@ -575,9 +638,45 @@ handle_embeddings(tp_request_t *r, void *data)
     return handle(r, data, &embeddings);
 }
 
+static void
+register_metrics(tp_metrics_t *reg)
+{
+    static const double ttft_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 };
+    static const double overhead_buckets[] = { 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05 };
+    metrics.requests = tp_metrics_counter(reg, "triplane_model_requests_total",
+                                          "Model requests by public model, last deployment tried and status.",
+                                          (const char *[]){ "model", "deployment", "status", NULL });
+    metrics.duration = tp_metrics_histogram(
+        reg, "triplane_model_request_duration_seconds", "Model request duration as the client saw it.",
+        (const char *[]){ "model", NULL }, tp_metrics_latency_buckets, tp_metrics_latency_buckets_count);
+    metrics.ttft = tp_metrics_histogram(reg, "triplane_model_time_to_first_token_seconds",
+                                        "Time to the first streamed event (or the whole answer when not streamed).",
+                                        (const char *[]){ "model", NULL }, ttft_buckets,
+                                        sizeof(ttft_buckets) / sizeof(ttft_buckets[0]));
+    metrics.overhead = tp_metrics_histogram(reg, "triplane_model_gateway_overhead_seconds",
+                                            "Time a model request spent in the gateway, not waiting on upstreams.",
+                                            (const char *[]){ "model", NULL }, overhead_buckets,
+                                            sizeof(overhead_buckets) / sizeof(overhead_buckets[0]));
+    metrics.tokens = tp_metrics_counter(reg, "triplane_model_tokens_total", "Tokens reported by upstreams.",
+                                        (const char *[]){ "model", "kind", NULL });
+    metrics.upstream_errors =
+        tp_metrics_counter(reg, "triplane_model_upstream_errors_total", "Failed upstream attempts by kind.",
+                           (const char *[]){ "model", "deployment", "kind", NULL });
+    metrics.retries =
+        tp_metrics_counter(reg, "triplane_model_retries_total", "Attempts on another deployment or fallback model.",
+                           (const char *[]){ "model", NULL });
+    metrics.repairs = tp_metrics_counter(reg, "triplane_model_contract_repairs_total",
+                                         "Tool-call contract breaks by upstreams that the gateway repaired.",
+                                         (const char *[]){ "model", NULL });
+    metrics.inflight =
+        tp_metrics_gauge(reg, "triplane_model_deployment_in_flight", "Requests in flight per deployment.",
+                         (const char *[]){ "model", "deployment", NULL });
+}
+
 void
 mg_proxy_register(mg_gateway_t *gw)
 {
+    register_metrics(tp_daemon_metrics(gw->daemon));
     tp_server_t *srv = tp_daemon_server(gw->daemon);
     tp_server_route(srv, "POST", "/v1/chat/completions", false, handle_chat, gw);
     tp_server_route(srv, "POST", "/v1/completions", false, handle_completions, gw);

@@ -1,5 +1,6 @@
 // model-gw in front of a real (fixture) inference server, driven by the official openai SDK.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -210,6 +211,21 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     assert.equal(stack.gwctl('budget', 'set', '--principal', 'alice', '--period', 'day', '--tokens', '10').status, 0);
     await assert.rejects(client.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }] }),
       (e) => e instanceof OpenAI.RateLimitError && e.code === 'budget_exceeded');
+  });
+
+  test('/metrics shows requests, failover, time to first token, overhead and tokens by model', async () => {
+    const text = await (await fetch(stack.url('model-gw', '/metrics'))).text();
+    const value = (re) => Number((text.match(re) ?? [])[1] ?? NaN);
+    assert.ok(value(/^triplane_model_requests_total\{model="llama3",deployment="1",status="200"\} (\d+)/m) >= 5);
+    assert.ok(value(/^triplane_model_upstream_errors_total\{model="llama3",deployment="0",kind="connection"\} (\d+)/m) >= 1,
+      'the dead deployment was tried and counted');
+    assert.ok(value(/^triplane_model_retries_total\{model="llama3"\} (\d+)/m) >= 1);
+    assert.ok(value(/^triplane_model_time_to_first_token_seconds_count\{model="llama3"\} (\d+)/m) >= 5);
+    assert.ok(value(/^triplane_model_gateway_overhead_seconds_count\{model="llama3"\} (\d+)/m) >= 5);
+    assert.ok(value(/^triplane_model_tokens_total\{model="llama3",kind="completion"\} (\d+)/m) > 0);
+    assert.match(text, /^triplane_model_deployment_in_flight\{model="llama3",deployment="1"\} 0$/m);
+    const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stdout + check.stderr);
   });
 
   test('a revoked key is refused', async () => {
