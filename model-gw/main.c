@@ -2,11 +2,30 @@
  * model-gw — the model plane: one governed OpenAI-compatible API in front of inference servers
  * (llama.cpp, vLLM, Ollama) and hosted APIs.
  */
+#include <time.h>
+
 #include "daemon.h"
 #include "gateway.h"
 #include "snapshot.h"
 
 static mg_gateway_t gateway; /* one per process; lives as long as the daemon */
+
+/* /readyz: not ready while a configured model has no deployment that may be tried. */
+static bool
+ready_models(void *data, const char **detail)
+{
+    const mg_gateway_t *gw = data;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    for (size_t i = 0; i < gw->models->num_models; i++) {
+        if (!mg_model_healthy(&gw->models->models[i], now)) {
+            *detail = "a model has no healthy deployment (see triplane_model_deployment_circuit_open)";
+            return false;
+        }
+    }
+    return true;
+}
 
 static int
 setup(tp_daemon_t *d, char **err)
@@ -18,6 +37,7 @@ setup(tp_daemon_t *d, char **err)
         return -1;
     mg_catalog_register(&gateway);
     mg_proxy_register(&gateway);
+    tp_server_add_ready_check(tp_daemon_server(d), "models", ready_models, &gateway);
     return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mem.h"
 
@@ -92,6 +93,45 @@ mg_models_find(const mg_models_t *ms, const char *name)
     return NULL;
 }
 
+bool
+mg_deployment_usable(mg_deployment_t *d, int64_t now_ms)
+{
+    int64_t until = atomic_load(&d->open_until_ms);
+    if (until == 0)
+        return true;
+    /* Open: once the cool-down has passed, exactly one caller moves the deadline on and probes. */
+    return now_ms >= until &&
+           atomic_compare_exchange_strong(&d->open_until_ms, &until, now_ms + MG_CIRCUIT_COOLDOWN_MS);
+}
+
+bool
+mg_deployment_report(mg_deployment_t *d, bool ok, int64_t now_ms)
+{
+    if (ok) {
+        atomic_store(&d->failures, 0);
+        return atomic_exchange(&d->open_until_ms, 0) != 0;
+    }
+    int failures = atomic_fetch_add(&d->failures, 1) + 1;
+    if (failures < MG_CIRCUIT_FAILURES)
+        return false;
+    int64_t closed = 0;
+    /* The failure that reaches the threshold opens it; a failed probe keeps it open. */
+    if (atomic_compare_exchange_strong(&d->open_until_ms, &closed, now_ms + MG_CIRCUIT_COOLDOWN_MS))
+        return true;
+    return false;
+}
+
+bool
+mg_model_healthy(const mg_model_t *m, int64_t now_ms)
+{
+    for (size_t i = 0; i < m->num_deployments; i++) {
+        int64_t until = atomic_load(&m->deployments[i].open_until_ms);
+        if (until == 0 || now_ms >= until)
+            return true;
+    }
+    return false;
+}
+
 mg_deployment_t *
 mg_model_pick(mg_model_t *m)
 {
@@ -105,10 +145,23 @@ mg_model_pick(mg_model_t *m)
         int inflight = atomic_load(&d->inflight);
         if (d->cfg->max_concurrency > 0 && inflight >= d->cfg->max_concurrency)
             continue;
+        if (atomic_load(&d->open_until_ms) != 0)
+            continue; /* open circuits are considered last, by mg_deployment_usable */
         double load = (double)(inflight + 1) / (double)d->cfg->weight;
         if (best == NULL || load < best_load) {
             best = d;
             best_load = load;
+        }
+    }
+    if (best == NULL) {
+        /* Every closed deployment is busy or none is closed: a cooled-down one may be probed. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        for (size_t k = 0; k < m->num_deployments && best == NULL; k++) {
+            mg_deployment_t *d = &m->deployments[(start + k) % m->num_deployments];
+            if (atomic_load(&d->open_until_ms) != 0 && mg_deployment_usable(d, now))
+                best = d;
         }
     }
     return best;

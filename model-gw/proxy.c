@@ -49,7 +49,28 @@ static struct {
     tp_metric_t *retries;         /* {model} */
     tp_metric_t *repairs;         /* {model} */
     tp_metric_t *inflight;        /* {model, deployment} */
+    tp_metric_t *circuit;         /* {model, deployment}: 1 while the circuit is open */
 } metrics;
+
+static int64_t
+unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Feeds an attempt's outcome to the deployment's circuit breaker; logs and counts changes. */
+static void
+report_outcome(const char *model, mg_deployment_t *d, bool ok, const char *request_id)
+{
+    if (!mg_deployment_report(d, ok, unix_ms()))
+        return;
+    tp_metric_set(metrics.circuit, (const char *[]){ model, d->label }, ok ? 0 : 1);
+    tp_log_fields(ok ? TP_LOG_INFO : TP_LOG_WARN, request_id,
+                  ok ? "deployment circuit closed" : "deployment circuit open",
+                  json_pack("{s:s, s:s, s:s}", "model", model, "deployment", d->label, "url", d->cfg->url));
+}
 
 typedef struct buffer {
     char *data;
@@ -311,6 +332,8 @@ on_head(tp_upstream_call_t *call, int status, const h2o_header_t *headers, size_
 {
     proxy_t *p = tp_upstream_call_data(call);
     p->upstream_status = status;
+    if (p->deployment != NULL && !retryable(status))
+        report_outcome(p->public_model, p->deployment, true, p->r->id);
     if (p->stream && status == 200 && !p->finished) {
         /* The client's response starts with the first event, not now: an upstream that answers
          * 200 and breaks before any event can still be retried elsewhere. */
@@ -390,12 +413,15 @@ on_done(tp_upstream_call_t *call, const char *error)
 {
     proxy_t *p = tp_upstream_call_data(call);
     p->call = NULL;
-    const char *label = p->deployment != NULL ? p->deployment->label : "none";
+    mg_deployment_t *d = p->deployment;
+    const char *label = d != NULL ? d->label : "none";
     release_deployment(p);
     if (error != NULL)
         count_upstream_error(p, label, strncmp(error, "timeout", 7) == 0 ? "timeout" : "connection");
     else if (retryable(p->upstream_status))
         count_upstream_error(p, label, p->upstream_status == 429 ? "status_429" : "status_5xx");
+    if (d != NULL && (error != NULL || retryable(p->upstream_status)) && p->upstream_status != 200)
+        report_outcome(p->public_model, d, false, p->r->id);
     if (p->finished)
         return;
     if (p->started) {
@@ -521,7 +547,7 @@ plan_attempts(proxy_t *p, mg_model_t *m)
         p->attempts[p->num_attempts++] = first;
         for (size_t i = 0; i < chain[c]->num_deployments && p->num_attempts < MAX_ATTEMPTS; i++) {
             mg_deployment_t *d = &chain[c]->deployments[i];
-            if (d != first) {
+            if (d != first && atomic_load(&d->open_until_ms) == 0) {
                 p->attempts_model[p->num_attempts] = chain[c];
                 p->attempts[p->num_attempts++] = d;
             }
@@ -671,6 +697,9 @@ register_metrics(tp_metrics_t *reg)
     metrics.inflight =
         tp_metrics_gauge(reg, "triplane_model_deployment_in_flight", "Requests in flight per deployment.",
                          (const char *[]){ "model", "deployment", NULL });
+    metrics.circuit = tp_metrics_gauge(reg, "triplane_model_deployment_circuit_open",
+                                       "1 while a deployment's circuit breaker is open (it is not tried).",
+                                       (const char *[]){ "model", "deployment", NULL });
 }
 
 void

@@ -42,6 +42,8 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
           `    deployments: [{url: "${up}", model: embed-small}]`,
           '  - name: misconfigured',
           `    deployments: [{url: "${refusing.url}/v1", model: m}]`,
+          '  - name: dead',
+          '    deployments: [{url: "http://127.0.0.1:9/v1"}]',
           '  - name: single-lane',
           `    deployments: [{url: "${up}", model: meta-llama-3-8b, max_concurrency: 1}]`,
         ],
@@ -211,6 +213,9 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     assert.equal(stack.gwctl('budget', 'set', '--principal', 'alice', '--period', 'day', '--tokens', '10').status, 0);
     await assert.rejects(client.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }] }),
       (e) => e instanceof OpenAI.RateLimitError && e.code === 'budget_exceeded');
+    // No budget (0) is no limit: the next tests run unbudgeted again.
+    assert.equal(stack.gwctl('budget', 'set', '--principal', 'alice', '--period', 'day', '--tokens', '0').status, 0);
+    await client.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }] });
   });
 
   test('/metrics shows requests, failover, time to first token, overhead and tokens by model', async () => {
@@ -226,6 +231,23 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     assert.match(text, /^triplane_model_deployment_in_flight\{model="llama3",deployment="1"\} 0$/m);
     const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
     assert.equal(check.status, 0, check.stdout + check.stderr);
+  });
+
+  test('a deployment that keeps failing is left alone (circuit open) and /readyz says a model is down', async () => {
+    const ask = () => client.chat.completions.create({ model: 'dead', messages: [{ role: 'user', content: 'x' }] });
+    for (let i = 0; i < 5; i++) await assert.rejects(ask(), (e) => e.status === 502);
+    // Open: not even tried now, so the answer is immediate and says to come back.
+    await assert.rejects(ask(), (e) => {
+      assert.equal(e.status, 503);
+      assert.equal(e.headers.get('retry-after'), '1');
+      return true;
+    });
+    const ready = await fetch(stack.url('model-gw', '/readyz'));
+    assert.equal(ready.status, 503);
+    assert.match((await ready.json()).checks.models, /no healthy deployment/);
+    const text = await (await fetch(stack.url('model-gw', '/metrics'))).text();
+    assert.match(text, /^triplane_model_deployment_circuit_open\{model="dead",deployment="0"\} 1$/m);
+    assert.ok(stack.daemons['model-gw'].lines.some((l) => l.msg === 'deployment circuit open' && l.model === 'dead'));
   });
 
   test('a revoked key is refused', async () => {
