@@ -128,6 +128,17 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     assert.match(answer.choices[0].message.content, /Tool result received/);
   });
 
+  test('legacy text completions, streamed and not', async () => {
+    const res = await client.completions.create({ model: 'llama3', prompt: 'Once upon a time', max_tokens: 4 });
+    assert.equal(res.model, 'llama3');
+    assert.equal(res.choices[0].text.trim().split(/\s+/).length, 4);
+    assert.equal(res.choices[0].finish_reason, 'length');
+    const stream = await client.completions.create({ model: 'llama3', prompt: 'Once upon a time', stream: true });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+    assert.match(text, /Once upon a time/);
+  });
+
   test('embeddings', async () => {
     const res = await client.embeddings.create({ model: 'embedder', input: ['alpha', 'beta'] });
     assert.equal(res.data.length, 2);
