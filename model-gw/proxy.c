@@ -111,6 +111,7 @@ typedef struct proxy {
     uint64_t start_ns, first_byte_ns;
     uint64_t attempt_start_ns, upstream_ns; /* the current attempt's start; time spent on upstreams */
     mg_model_t *model;                      /* the public model asked for */
+    struct backoff *backoff;                /* a pending retry's timer, or NULL */
     const char *last_deployment;            /* the label of the last deployment tried, for metrics */
     char public_model[256];
 } proxy_t;
@@ -150,6 +151,56 @@ settle(proxy_t *p)
     int64_t in = p->relay.usage.seen ? p->relay.usage.prompt_tokens : p->est_prompt_tokens;
     int64_t out = p->relay.usage.seen ? p->relay.usage.completion_tokens : 0;
     pol_gate_settle(p->gw->gate, p->r, &p->verdict, p->public_model, &p->reservation, in, out);
+}
+
+/* A timer that starts the next attempt after a backoff. It outlives neither the request nor
+ * itself: the request's dispose detaches it (p = NULL) and closes it. */
+typedef struct backoff {
+    uv_timer_t timer;
+    proxy_t *p;
+} backoff_t;
+
+static void
+on_backoff_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void
+on_backoff(uv_timer_t *t)
+{
+    backoff_t *b = t->data;
+    proxy_t *p = b->p;
+    b->p = NULL;
+    uv_close((uv_handle_t *)&b->timer, on_backoff_closed);
+    if (p != NULL) {
+        p->backoff = NULL;
+        start_attempt(p);
+    }
+}
+
+/* Starts the next attempt: at once on a deployment not tried yet for this request; after a
+ * jittered, growing backoff (10 ms × 2^n × [0.5, 1.5), at most 400 ms) when it is one that just
+ * failed, so a briefly overloaded upstream is not hit again at once by every retrying request. */
+static void
+retry_later(proxy_t *p)
+{
+    bool again = false;
+    for (size_t i = 0; i < p->attempt; i++)
+        again = again || p->attempts[i] == p->attempts[p->attempt];
+    if (!again) {
+        start_attempt(p);
+        return;
+    }
+    unsigned shift = p->attempt < 5 ? (unsigned)p->attempt : 5;
+    double jitter = 0.5 + (double)(p->start_ns % 1000) / 1000.0; /* varies per request */
+    uint64_t ms = (uint64_t)(10.0 * (double)(1u << shift) * jitter);
+    backoff_t *b = tp_calloc(1, sizeof(*b));
+    b->p = p;
+    b->timer.data = b;
+    uv_timer_init(tp_worker_loop(p->r->worker), &b->timer);
+    uv_timer_start(&b->timer, on_backoff, ms < 400 ? ms : 400, 0);
+    p->backoff = b;
 }
 
 static void
@@ -201,6 +252,12 @@ on_dispose(void *arg)
     if (p->call != NULL) {
         tp_upstream_cancel(p->call);
         p->call = NULL;
+    }
+    if (p->backoff != NULL) {
+        p->backoff->p = NULL;
+        uv_timer_stop(&p->backoff->timer);
+        uv_close((uv_handle_t *)&p->backoff->timer, on_backoff_closed);
+        p->backoff = NULL;
     }
     release_deployment(p);
     record_metrics(p);
@@ -453,7 +510,7 @@ on_done(tp_upstream_call_t *call, const char *error)
         tp_metric_add(metrics.retries, (const char *[]){ p->public_model }, 1);
         p->attempt++;
         p->in.len = 0;
-        start_attempt(p);
+        retry_later(p);
         return;
     }
     if (error != NULL) {
@@ -551,6 +608,11 @@ plan_attempts(proxy_t *p, mg_model_t *m)
                 p->attempts_model[p->num_attempts] = chain[c];
                 p->attempts[p->num_attempts++] = d;
             }
+        }
+        if (chain[c]->num_deployments == 1 && p->num_attempts < MAX_ATTEMPTS) {
+            /* A lone deployment gets one retry of its own, after a backoff (see retry_later). */
+            p->attempts_model[p->num_attempts] = chain[c];
+            p->attempts[p->num_attempts++] = first;
         }
     }
 }
