@@ -243,6 +243,15 @@ check_url(const void *value)
 }
 
 static const char *
+check_affinity(const void *value)
+{
+    const char *a = *(char *const *)value;
+    if (a == NULL || a[0] == '\0' || strcmp(a, "user") == 0 || (strncmp(a, "header:", 7) == 0 && a[7] != '\0'))
+        return NULL;
+    return "must be empty, \"user\" or \"header:NAME\"";
+}
+
+static const char *
 check_model(const void *value)
 {
     const tp_model_config_t *m = value;
@@ -338,6 +347,13 @@ static const tp_cfg_field_t model_fields[] = {
       .min = 0,
       .max = INT64_MAX,
       .doc = "largest request body for this model; 0: common.max_request_size" },
+    { .key = "affinity",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_model_config_t, affinity),
+      .def = "",
+      .validate = check_affinity,
+      .doc = "keep a conversation on one deployment (its prefix cache): \"user\" (the request's user field) or "
+             "\"header:NAME\"; empty: none" },
     { .key = "deny_unknown_fields",
       .type = TP_CFG_BOOL,
       .offset = offsetof(tp_model_config_t, deny_unknown_fields),

@@ -54,6 +54,7 @@ typedef struct tp_model_config {
     int64_t max_input_bytes;  /* request body cap for this model; 0: common.max_request_size */
     bool deny_unknown_fields; /* refuse top-level fields the OpenAI API does not define */
     char *kind;               /* chat | completion | embedding: which endpoints serve it */
+    char *affinity;           /* "" none; "user" (the request's user field); "header:<name>" */
 } tp_model_config_t;
 
 typedef struct tp_common_config {

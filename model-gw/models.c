@@ -1,5 +1,6 @@
 #include "models.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,5 +165,42 @@ mg_model_pick(mg_model_t *m)
                 best = d;
         }
     }
+    return best;
+}
+
+/* FNV-1a over the key, then the deployment's index, finished with a 64-bit mixer. */
+static uint64_t
+affinity_hash(const char *key, size_t len, size_t index)
+{
+    uint64_t h = 1469598103934665603u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211u;
+    h ^= (uint64_t)index + 0x9e3779b97f4a7c15u;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdu;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53u;
+    h ^= h >> 33;
+    return h;
+}
+
+mg_deployment_t *
+mg_model_pick_affine(mg_model_t *m, const char *key, size_t len)
+{
+    mg_deployment_t *best = NULL;
+    double best_score = 0;
+    for (size_t i = 0; i < m->num_deployments; i++) {
+        mg_deployment_t *d = &m->deployments[i];
+        /* Weighted rendezvous: score = -weight / ln(u), u uniform in (0, 1). */
+        double u = ((double)(affinity_hash(key, len, i) >> 11) + 0.5) / 9007199254740992.0;
+        double score = -(double)d->cfg->weight / log(u);
+        if (best == NULL || score > best_score) {
+            best = d;
+            best_score = score;
+        }
+    }
+    bool full = best->cfg->max_concurrency > 0 && atomic_load(&best->inflight) >= best->cfg->max_concurrency;
+    if (full || atomic_load(&best->open_until_ms) != 0)
+        return mg_model_pick(m);
     return best;
 }

@@ -63,6 +63,12 @@ mg_model_t *mg_models_find(const mg_models_t *models, const char *name);
  * Thread-safe. */
 mg_deployment_t *mg_model_pick(mg_model_t *model);
 
+/* The deployment for a request with affinity key `key` (len bytes): the same key goes to the
+ * same deployment while it is usable (weighted rendezvous hashing, so adding or losing one
+ * deployment moves only its share of keys). When that one is at its cap or its circuit is open,
+ * the usual pick. */
+mg_deployment_t *mg_model_pick_affine(mg_model_t *model, const char *key, size_t len);
+
 /* Whether a deployment may be tried now (its circuit is closed, or this call takes the probe of
  * a cool-down that has passed). */
 bool mg_deployment_usable(mg_deployment_t *d, int64_t now_ms);

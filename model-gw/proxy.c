@@ -583,6 +583,26 @@ start_attempt(proxy_t *p)
     p->call = tp_upstream_call(d->upstream, tp_worker_h2o(p->r->worker), &req, &handlers, p);
 }
 
+/* The request's affinity key for the model, or {NULL, 0} when it has none. */
+static h2o_iovec_t
+affinity_key(proxy_t *p, const mg_model_t *m)
+{
+    const char *a = m->cfg->affinity;
+    if (a == NULL || a[0] == '\0')
+        return h2o_iovec_init(NULL, 0);
+    if (strcmp(a, "user") == 0) {
+        json_t *user = json_object_get(p->body, "user");
+        return json_is_string(user) ? h2o_iovec_init(json_string_value(user), json_string_length(user))
+                                    : h2o_iovec_init(NULL, 0);
+    }
+    char name[128];
+    size_t n = 0;
+    for (const char *c = a + 7; *c != '\0' && n + 1 < sizeof(name); c++)
+        name[n++] = (char)h2o_tolower(*c);
+    name[n] = '\0';
+    return tp_http_header(p->r, name);
+}
+
 /* The attempts: the model's deployments by current load, then each fallback model's. */
 static void
 plan_attempts(proxy_t *p, mg_model_t *m)
@@ -596,8 +616,10 @@ plan_attempts(proxy_t *p, mg_model_t *m)
         if (f != NULL && pol_gate_permits(p->gw->gate, &p->verdict, f->cfg->name, p->ep->action))
             chain[n++] = f;
     }
+    h2o_iovec_t key = affinity_key(p, m);
     for (size_t c = 0; c < n && p->num_attempts < MAX_ATTEMPTS; c++) {
-        mg_deployment_t *first = mg_model_pick(chain[c]);
+        mg_deployment_t *first =
+            c == 0 && key.base != NULL ? mg_model_pick_affine(chain[c], key.base, key.len) : mg_model_pick(chain[c]);
         if (first == NULL)
             continue; /* every deployment of this model is at its concurrency cap */
         p->attempts_model[p->num_attempts] = chain[c];

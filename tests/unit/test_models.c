@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,12 +97,43 @@ circuit_breaker(void **state)
     mg_deployment_report(a, true, later);
 }
 
+static void
+affinity_keeps_a_key_on_one_deployment(void **state)
+{
+    (void)state;
+    mg_model_t *m = mg_models_find(models, "m");
+    mg_deployment_t *b = &m->deployments[1];
+    size_t on_b = 0;
+    for (int i = 0; i < 2000; i++) {
+        char key[32];
+        int n = snprintf(key, sizeof(key), "conversation-%d", i);
+        mg_deployment_t *first = mg_model_pick_affine(m, key, (size_t)n);
+        for (int again = 0; again < 3; again++)
+            assert_ptr_equal(mg_model_pick_affine(m, key, (size_t)n), first); /* stable */
+        on_b += first == b;
+    }
+    /* Weights 1:3, so about three quarters of the keys land on b. */
+    assert_in_range(on_b, 1350, 1650);
+    /* A key whose deployment is full goes where there is room. */
+    for (int i = 0;; i++) {
+        char key[32];
+        int n = snprintf(key, sizeof(key), "k%d", i);
+        if (mg_model_pick_affine(m, key, (size_t)n) != b)
+            continue;
+        atomic_store(&b->inflight, 2);
+        assert_ptr_equal(mg_model_pick_affine(m, key, (size_t)n), &m->deployments[0]);
+        atomic_store(&b->inflight, 0);
+        break;
+    }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(weights_and_caps),
         cmocka_unit_test(circuit_breaker),
+        cmocka_unit_test(affinity_keeps_a_key_on_one_deployment),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
