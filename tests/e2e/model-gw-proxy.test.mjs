@@ -21,12 +21,14 @@ const WEATHER_TOOL = {
 describe('model-gw proxying chat, streams, tools and embeddings', () => {
   let fixture;
   let refusing; // a fixture that answers every completion with 401, as an upstream with a bad key would
+  let quirky; // a fixture that breaks the tool-call contract as some Ollama and llama.cpp versions do
   let stack;
   let client;
   let key;
   before(async () => {
     fixture = await startFixture(['--model', 'meta-llama-3-8b', '--model', 'embed-small']);
     refusing = await startFixture(['--model', 'm', '--fail', '401']);
+    quirky = await startFixture(['--model', 'm', '--quirk', 'arguments-object', '--quirk', 'missing-tool-call-id']);
     const up = `${fixture.url}/v1`;
     stack = await Stack.start({
       daemons: ['model-gw'],
@@ -42,6 +44,8 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
           `    deployments: [{url: "${up}", model: embed-small}]`,
           '  - name: misconfigured',
           `    deployments: [{url: "${refusing.url}/v1", model: m}]`,
+          '  - name: quirky',
+          `    deployments: [{url: "${quirky.url}/v1", model: m}]`,
           '  - name: dead',
           '    deployments: [{url: "http://127.0.0.1:9/v1"}]',
           '  - name: single-lane',
@@ -65,6 +69,7 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     const results = await stack.close();
     assert.equal(await fixture.stop(), 0);
     assert.equal(await refusing.stop(), 0);
+    assert.equal(await quirky.stop(), 0);
     assert.equal(results['model-gw'].code, 0, stack.daemons['model-gw'].tail());
     assert.deepEqual(stack.daemons['model-gw'].sanitizerReports(), []);
   });
@@ -137,6 +142,47 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     let text = '';
     for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
     assert.match(text, /Once upon a time/);
+  });
+
+  test('an upstream that breaks the tool-call contract is repaired, streamed and not, and counted', async () => {
+    const messages = [{ role: 'user', content: 'weather?' }];
+    const res = await client.chat.completions.create({ model: 'quirky', messages, tools: [WEATHER_TOOL] });
+    const call = res.choices[0].message.tool_calls[0];
+    assert.equal(typeof call.function.arguments, 'string', 'arguments restored to a JSON string');
+    JSON.parse(call.function.arguments);
+    assert.match(call.id, /^call_/, 'a missing id is supplied');
+    const stream = await client.chat.completions.create({ model: 'quirky', messages, tools: [WEATHER_TOOL], stream: true });
+    let id = null;
+    let args = '';
+    for await (const chunk of stream) {
+      for (const tc of chunk.choices[0]?.delta?.tool_calls ?? []) {
+        id ??= tc.id;
+        if (tc.function?.arguments !== undefined) {
+          assert.equal(typeof tc.function.arguments, 'string');
+          args += tc.function.arguments;
+        }
+      }
+    }
+    assert.ok(id);
+    JSON.parse(args);
+    const text = await (await fetch(stack.url('model-gw', '/metrics'))).text();
+    assert.match(text, /^triplane_model_contract_repairs_total\{model="quirky"\} [1-9]/m);
+  });
+
+  test('a killed principal gets 403 saying it is suspended', async () => {
+    const { key: k } = JSON.parse(stack.gwctl('--json', 'key', 'create', '--principal', 'bob').stdout);
+    stack.sql("INSERT INTO kills (target_kind, target, reason, created_by, created_at_ms) VALUES ('principal', 'bob', 'drill', 'e2e', 1)");
+    const c = new OpenAI({ apiKey: k, baseURL: stack.url('model-gw', '/v1'), maxRetries: 0 });
+    const refused = await eventually(async () => {
+      try {
+        await c.models.list();
+        return false;
+      } catch (e) {
+        return e instanceof OpenAI.PermissionDeniedError && /suspended/.test(e.message);
+      }
+    }, 5000);
+    assert.ok(refused);
+    stack.sql("UPDATE kills SET released_at_ms = 2, released_by = 'e2e' WHERE target = 'bob'");
   });
 
   test('embeddings', async () => {
