@@ -45,6 +45,7 @@ static struct {
     tp_metric_t *ttft;            /* {model}: to the first streamed event, or the whole answer */
     tp_metric_t *overhead;        /* {model}: the request's time not spent waiting on upstreams */
     tp_metric_t *tokens;          /* {model, kind} */
+    tp_metric_t *cost;            /* {model}: in the pricing section's currency */
     tp_metric_t *upstream_errors; /* {model, deployment, kind} */
     tp_metric_t *retries;         /* {model} */
     tp_metric_t *repairs;         /* {model} */
@@ -234,6 +235,10 @@ record_metrics(proxy_t *p)
         tp_metric_add(metrics.tokens, (const char *[]){ model, "prompt" }, (double)p->relay.usage.prompt_tokens);
         tp_metric_add(metrics.tokens, (const char *[]){ model, "completion" },
                       (double)p->relay.usage.completion_tokens);
+        int64_t micros =
+            pol_gate_cost_micros(p->gw->gate, model, p->relay.usage.prompt_tokens, p->relay.usage.completion_tokens);
+        if (micros > 0)
+            tp_metric_add(metrics.cost, (const char *[]){ model }, (double)micros / 1e6);
     }
     if (p->relay.repairs > 0)
         tp_metric_add(metrics.repairs, (const char *[]){ model }, p->relay.repairs);
@@ -769,6 +774,9 @@ register_metrics(tp_metrics_t *reg)
                                             sizeof(overhead_buckets) / sizeof(overhead_buckets[0]));
     metrics.tokens = tp_metrics_counter(reg, "triplane_model_tokens_total", "Tokens reported by upstreams.",
                                         (const char *[]){ "model", "kind", NULL });
+    metrics.cost = tp_metrics_counter(reg, "triplane_model_cost_total",
+                                      "Cost of the tokens used, from the pricing section, in its currency.",
+                                      (const char *[]){ "model", NULL });
     metrics.upstream_errors =
         tp_metrics_counter(reg, "triplane_model_upstream_errors_total", "Failed upstream attempts by kind.",
                            (const char *[]){ "model", "deployment", "kind", NULL });

@@ -289,6 +289,15 @@ pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *r
     return true;
 }
 
+int64_t
+pol_gate_cost_micros(pol_gate_t *g, const char *resource, int64_t input_tokens, int64_t output_tokens)
+{
+    const tp_price_config_t *price = price_of(g, resource);
+    return price != NULL
+               ? pol_cost_micros(input_tokens, output_tokens, price->input_per_million, price->output_per_million)
+               : 0;
+}
+
 void
 pol_gate_cancel(pol_gate_t *g, pol_reservation_t *res)
 {

@@ -85,6 +85,10 @@ void pol_verdict_clear(pol_verdict_t *v);
 bool pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *resource, int64_t est_tokens,
                       pol_reservation_t *res);
 
+/* What input and output tokens of `resource` cost, in micro-units, from the pricing section
+ * (0 when no price matches). */
+int64_t pol_gate_cost_micros(pol_gate_t *g, const char *resource, int64_t input_tokens, int64_t output_tokens);
+
 /* Gives back a reservation of a request that ends before any usage (refused, failed upstream). */
 void pol_gate_cancel(pol_gate_t *g, pol_reservation_t *res);
 

@@ -32,6 +32,7 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     const up = `${fixture.url}/v1`;
     stack = await Stack.start({
       daemons: ['model-gw'],
+      extraTop: ['pricing:', '  - {model: "llama*", input_per_million: 1.5, output_per_million: 6}'],
       extra: {
         model_gw: [
           'models:',
@@ -285,6 +286,7 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     assert.ok(value(/^triplane_model_time_to_first_token_seconds_count\{model="llama3"\} (\d+)/m) >= 5);
     assert.ok(value(/^triplane_model_gateway_overhead_seconds_count\{model="llama3"\} (\d+)/m) >= 5);
     assert.ok(value(/^triplane_model_tokens_total\{model="llama3",kind="completion"\} (\d+)/m) > 0);
+    assert.ok(value(/^triplane_model_cost_total\{model="llama3"\} ([0-9.e-]+)/m) > 0, 'cost from the pricing section');
     assert.match(text, /^triplane_model_deployment_in_flight\{model="llama3",deployment="1"\} 0$/m);
     const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
     assert.equal(check.status, 0, check.stdout + check.stderr);
