@@ -303,6 +303,12 @@ static const tp_cfg_field_t deployment_fields[] = {
       .min = 0,
       .max = 1000000,
       .doc = "requests in flight to this deployment at most; 0: no cap" },
+    { .key = "health_path",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_deployment_config_t, health_path),
+      .def = "",
+      .doc = "path probed with GET every health_interval_ms, after the url's own path (e.g. /models); a 2xx is "
+             "healthy, anything else counts toward opening the circuit; empty: no probes" },
     { .key = NULL },
 };
 
@@ -400,6 +406,13 @@ static const tp_cfg_field_t model_gw_fields[] = {
       .elem_size = sizeof(tp_model_config_t),
       .validate = check_model,
       .doc = "the models model-gw serves, by public name" },
+    { .key = "health_interval_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_model_gw_config_t, health_interval_ms),
+      .def = "5000",
+      .min = 100,
+      .max = INT_MAX,
+      .doc = "how often deployments with a health_path are probed" },
     { .key = NULL },
 };
 

@@ -41,6 +41,7 @@ typedef struct tp_deployment_config {
     int timeout_ms;            /* whole request, upstream side */
     int first_byte_timeout_ms; /* until the upstream's response head */
     int max_concurrency;       /* requests in flight to this deployment at most; 0: no cap */
+    char *health_path;         /* probed with GET every health_interval_ms; "" for none */
 } tp_deployment_config_t;
 
 /* A public model name and where it is served. */
@@ -71,6 +72,7 @@ typedef struct tp_model_gw_config {
     tp_plane_config_t plane; /* first: the table engine reads listen and workers at its offsets */
     tp_model_config_t *models;
     size_t model_count;
+    int health_interval_ms; /* how often deployments with a health_path are probed */
 } tp_model_gw_config_t;
 
 typedef struct tp_store_config {

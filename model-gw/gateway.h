@@ -27,6 +27,14 @@ void mg_error_fn(tp_request_t *r, int status, const char *code, const char *mess
 /* Registers GET /v1/models and GET /v1/models/{id}. */
 void mg_catalog_register(mg_gateway_t *gw);
 
+/* Feeds an attempt's or a probe's outcome to the deployment's circuit breaker; a change is
+ * logged (with `by`: "request" or "health check") and shown in the circuit metric. */
+void mg_deployment_outcome(const char *model, mg_deployment_t *d, bool ok, const char *request_id, const char *by);
+
+/* Starts the active health checks of deployments that have a health_path (a timer on the
+ * daemon's main loop that has worker 0 probe). */
+void mg_health_start(mg_gateway_t *gw);
+
 /* Registers POST /v1/chat/completions, /v1/completions and /v1/embeddings. */
 void mg_proxy_register(mg_gateway_t *gw);
 

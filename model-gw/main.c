@@ -37,6 +37,7 @@ setup(tp_daemon_t *d, char **err)
         return -1;
     mg_catalog_register(&gateway);
     mg_proxy_register(&gateway);
+    mg_health_start(&gateway);
     tp_server_add_ready_check(tp_daemon_server(d), "models", ready_models, &gateway);
     return 0;
 }

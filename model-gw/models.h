@@ -26,6 +26,7 @@ typedef struct mg_deployment {
     tp_upstream_t *upstream;       /* the HTTP client for cfg->url */
     _Atomic int inflight;          /* requests to this deployment now */
     _Atomic int failures;          /* consecutive failed attempts */
+    _Atomic bool probing;          /* a health probe is in flight */
     _Atomic int64_t open_until_ms; /* circuit breaker: 0 closed; else not tried before this (Unix ms),
                                       then one probe at a time until an attempt succeeds */
 } mg_deployment_t;

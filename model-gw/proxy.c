@@ -61,16 +61,15 @@ unix_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Feeds an attempt's outcome to the deployment's circuit breaker; logs and counts changes. */
-static void
-report_outcome(const char *model, mg_deployment_t *d, bool ok, const char *request_id)
+void
+mg_deployment_outcome(const char *model, mg_deployment_t *d, bool ok, const char *request_id, const char *by)
 {
     if (!mg_deployment_report(d, ok, unix_ms()))
         return;
     tp_metric_set(metrics.circuit, (const char *[]){ model, d->label }, ok ? 0 : 1);
-    tp_log_fields(ok ? TP_LOG_INFO : TP_LOG_WARN, request_id,
-                  ok ? "deployment circuit closed" : "deployment circuit open",
-                  json_pack("{s:s, s:s, s:s}", "model", model, "deployment", d->label, "url", d->cfg->url));
+    tp_log_fields(
+        ok ? TP_LOG_INFO : TP_LOG_WARN, request_id, ok ? "deployment circuit closed" : "deployment circuit open",
+        json_pack("{s:s, s:s, s:s, s:s}", "model", model, "deployment", d->label, "url", d->cfg->url, "by", by));
 }
 
 typedef struct buffer {
@@ -395,7 +394,7 @@ on_head(tp_upstream_call_t *call, int status, const h2o_header_t *headers, size_
     proxy_t *p = tp_upstream_call_data(call);
     p->upstream_status = status;
     if (p->deployment != NULL && !retryable(status))
-        report_outcome(p->public_model, p->deployment, true, p->r->id);
+        mg_deployment_outcome(p->public_model, p->deployment, true, p->r->id, "request");
     if (p->stream && status == 200 && !p->finished) {
         /* The client's response starts with the first event, not now: an upstream that answers
          * 200 and breaks before any event can still be retried elsewhere. */
@@ -483,7 +482,7 @@ on_done(tp_upstream_call_t *call, const char *error)
     else if (retryable(p->upstream_status))
         count_upstream_error(p, label, p->upstream_status == 429 ? "status_429" : "status_5xx");
     if (d != NULL && (error != NULL || retryable(p->upstream_status)) && p->upstream_status != 200)
-        report_outcome(p->public_model, d, false, p->r->id);
+        mg_deployment_outcome(p->public_model, d, false, p->r->id, "request");
     if (p->finished)
         return;
     if (p->started) {

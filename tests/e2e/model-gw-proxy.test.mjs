@@ -321,3 +321,38 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
       (e) => e instanceof OpenAI.AuthenticationError);
   });
 });
+
+describe('model-gw active health checks', () => {
+  test('a deployment failing its health checks is taken out without any client request, and /readyz says so', async () => {
+    const fixture = await startFixture(['--model', 'm']);
+    const stack = await Stack.start({
+      daemons: ['model-gw'],
+      extra: {
+        model_gw: [
+          'health_interval_ms: 100',
+          'models:',
+          '  - name: probed',
+          '    deployments:',
+          '      - {url: "http://127.0.0.1:9/v1", model: m, health_path: /models}',
+          `      - {url: "${fixture.url}/v1", model: m, health_path: /models}`,
+          '  - name: dark',
+          '    deployments: [{url: "http://127.0.0.1:9/v1", health_path: /models}]',
+        ],
+      },
+    });
+    try {
+      const d = stack.daemons['model-gw'];
+      await d.waitForLog((l) => l.msg === 'deployment circuit open' && l.model === 'probed' && l.deployment === '0', 5000);
+      await d.waitForLog((l) => l.msg === 'deployment circuit open' && l.model === 'dark', 5000);
+      const text = await (await fetch(stack.url('model-gw', '/metrics'))).text();
+      assert.match(text, /^triplane_model_deployment_circuit_open\{model="probed",deployment="0"\} 1$/m);
+      assert.doesNotMatch(text, /^triplane_model_deployment_circuit_open\{model="probed",deployment="1"\} 1$/m);
+      assert.equal((await fetch(stack.url('model-gw', '/readyz'))).status, 503, "'dark' has no healthy deployment");
+      assert.equal(d.lines.filter((l) => l.type === 'access' && l.path?.startsWith('/v1/')).length, 0, 'no client request was needed');
+    } finally {
+      const results = await stack.close();
+      await fixture.stop();
+      assert.equal(results['model-gw'].code, 0, stack.daemons['model-gw'].tail());
+    }
+  });
+});
