@@ -153,6 +153,12 @@ static const char *const migrations[] = {
     "CREATE INDEX usage_resource_ts ON usage (resource, ts_ms);" BUMP_TRIGGERS("teams") BUMP_TRIGGERS("principals")
         BUMP_TRIGGERS("api_keys") BUMP_TRIGGERS("policies") BUMP_TRIGGERS("rate_limits") BUMP_TRIGGERS("budgets")
             BUMP_TRIGGERS("settings"),
+
+    /* 3: what a request was like, beside what it used: for per-request accounting and audits. */
+    "ALTER TABLE usage ADD COLUMN status INTEGER;"  /* the HTTP status the client got */
+    "ALTER TABLE usage ADD COLUMN latency_ms REAL;" /* the whole request, as the client saw it */
+    "ALTER TABLE usage ADD COLUMN ttft_ms REAL;"    /* to the first streamed event or the answer */
+    "ALTER TABLE usage ADD COLUMN upstream TEXT;",  /* the deployment that answered (its URL) */
 };
 
 #define MIGRATIONS_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -113,6 +113,7 @@ typedef struct proxy {
     mg_model_t *model;                      /* the public model asked for */
     struct backoff *backoff;                /* a pending retry's timer, or NULL */
     const char *last_deployment;            /* the label of the last deployment tried, for metrics */
+    const char *last_upstream;              /* and its URL, for the usage row */
     char public_model[256];
 } proxy_t;
 
@@ -150,7 +151,14 @@ settle(proxy_t *p)
     p->accounted = false; /* settled once */
     int64_t in = p->relay.usage.seen ? p->relay.usage.prompt_tokens : p->est_prompt_tokens;
     int64_t out = p->relay.usage.seen ? p->relay.usage.completion_tokens : 0;
-    pol_gate_settle(p->gw->gate, p->r, &p->verdict, p->public_model, &p->reservation, in, out);
+    uint64_t now = mono_ns();
+    pol_usage_detail_t detail = {
+        .status = p->r->req->res.status != 0 ? p->r->req->res.status : 499,
+        .latency_ms = (double)(now - p->start_ns) / 1e6,
+        .ttft_ms = p->first_byte_ns != 0 ? (double)(p->first_byte_ns - p->start_ns) / 1e6 : -1,
+        .upstream = p->last_upstream,
+    };
+    pol_gate_settle(p->gw->gate, p->r, &p->verdict, p->public_model, &p->reservation, in, out, &detail);
 }
 
 /* A timer that starts the next attempt after a backoff. It outlives neither the request nor
@@ -562,6 +570,7 @@ start_attempt(proxy_t *p)
     mg_deployment_t *d = p->attempts[p->attempt];
     p->deployment = d;
     p->last_deployment = d->label;
+    p->last_upstream = d->cfg->url;
     p->attempt_start_ns = mono_ns();
     tp_metric_add(metrics.inflight, (const char *[]){ p->public_model, d->label }, 1);
     p->relaying = false;

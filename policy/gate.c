@@ -324,7 +324,7 @@ charge_token_limits(pol_gate_t *g, const pol_snapshot_t *snap, const pol_princip
 
 void
 pol_gate_settle(pol_gate_t *g, tp_request_t *r, const pol_verdict_t *v, const char *resource, pol_reservation_t *res,
-                int64_t input_tokens, int64_t output_tokens)
+                int64_t input_tokens, int64_t output_tokens, const pol_usage_detail_t *detail)
 {
     const pol_principal_t *p = v->identity.principal;
     const tp_price_config_t *price = price_of(g, resource);
@@ -348,10 +348,17 @@ pol_gate_settle(pol_gate_t *g, tp_request_t *r, const pol_verdict_t *v, const ch
         { .type = TP_STORE_INT, .u.i = input_tokens },
         { .type = TP_STORE_INT, .u.i = output_tokens },
         { .type = TP_STORE_INT, .u.i = cost },
+        { .type = detail != NULL ? TP_STORE_INT : TP_STORE_NULL, .u.i = detail != NULL ? detail->status : 0 },
+        { .type = detail != NULL ? TP_STORE_REAL : TP_STORE_NULL, .u.r = detail != NULL ? detail->latency_ms : 0 },
+        { .type = detail != NULL && detail->ttft_ms >= 0 ? TP_STORE_REAL : TP_STORE_NULL,
+          .u.r = detail != NULL ? detail->ttft_ms : 0 },
+        { .type = detail != NULL && detail->upstream != NULL ? TP_STORE_TEXT : TP_STORE_NULL,
+          .u.s = detail != NULL ? detail->upstream : NULL },
     };
     tp_store_submit(tp_daemon_writer(g->daemon),
                     "INSERT INTO usage (ts_ms, request_id, plane, principal_id, team, resource, input_tokens, "
-                    "output_tokens, cost_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "output_tokens, cost_micros, status, latency_ms, ttft_ms, upstream) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values, sizeof(values) / sizeof(values[0]));
 }
 

@@ -92,9 +92,18 @@ int64_t pol_gate_cost_micros(pol_gate_t *g, const char *resource, int64_t input_
 /* Gives back a reservation of a request that ends before any usage (refused, failed upstream). */
 void pol_gate_cancel(pol_gate_t *g, pol_reservation_t *res);
 
+/* What a plane knows about how a request went, for its usage row. */
+typedef struct pol_usage_detail {
+    int status;           /* the HTTP status the client got */
+    double latency_ms;    /* the whole request */
+    double ttft_ms;       /* to the first token (streamed event or answer); < 0 when none came */
+    const char *upstream; /* the upstream that answered, or NULL */
+} pol_usage_detail_t;
+
 /* Settles a reservation with the actual token counts and records the usage row through the
- * store writer (asynchronously). */
+ * store writer (asynchronously). detail may be NULL. */
 void pol_gate_settle(pol_gate_t *g, tp_request_t *r, const pol_verdict_t *v, const char *resource,
-                     pol_reservation_t *res, int64_t input_tokens, int64_t output_tokens);
+                     pol_reservation_t *res, int64_t input_tokens, int64_t output_tokens,
+                     const pol_usage_detail_t *detail);
 
 #endif

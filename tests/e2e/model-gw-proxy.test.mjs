@@ -267,6 +267,9 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     }, 5000);
     assert.ok(rows, 'usage rows arrive through the store writer');
     assert.ok(rows.find((x) => x.key === 'llama3').output_tokens > 0);
+    // Each row says how the request went, besides what it used.
+    const detail = stack.sql("SELECT status, latency_ms > 0, ttft_ms >= 0, upstream FROM usage WHERE resource = 'llama3' AND status = 200 LIMIT 1");
+    assert.match(detail, /^200\|1\|1\|http:\/\/127\.0\.0\.1:\d+\/v1$/);
 
     assert.equal(stack.gwctl('budget', 'set', '--principal', 'alice', '--period', 'day', '--tokens', '10').status, 0);
     await assert.rejects(client.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }] }),
