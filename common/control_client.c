@@ -5,6 +5,7 @@
  * socket that moves connect → send → receive → done, driven by one poll() loop that never waits
  * past the deadline.
  */
+#include "clock.h"
 #include "control.h"
 
 #include "mem.h"
@@ -44,9 +45,7 @@ typedef struct endpoint {
 static double
 now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+    return (double)tp_mono_ns() / 1e6;
 }
 
 static void

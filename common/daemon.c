@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 
@@ -71,14 +72,6 @@ struct tp_daemon {
     tp_metric_t *m_reloads;
 };
 
-static int64_t
-unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- state snapshot ---- */
 
 typedef struct state_swap {
@@ -117,7 +110,7 @@ arm_expiry(tp_daemon_t *d)
     int64_t at = d->spec->state_ops->expires_at_ms != NULL ? d->spec->state_ops->expires_at_ms(d->state->state) : 0;
     uv_timer_stop(&d->expiry_timer);
     if (at > 0) {
-        int64_t wait = at - unix_ms();
+        int64_t wait = at - tp_unix_ms();
         uv_timer_start(&d->expiry_timer, on_state_expiry, wait > 0 ? (uint64_t)wait + 1 : 0, 0);
     }
 }
@@ -573,7 +566,7 @@ tp_daemon_main(const tp_daemon_spec_t *spec, int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     d->plane = tp_config_plane(&d->cfg, spec->name);
-    d->started_at_ms = unix_ms();
+    d->started_at_ms = tp_unix_ms();
     uv_loop_init(&d->loop);
     d->started_mono_ms = uv_now(&d->loop);
     uv_timer_init(&d->loop, &d->drain_timer);

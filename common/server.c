@@ -18,6 +18,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "clock.h"
 #include "http.h"
 #include "log.h"
 #include "mem.h"
@@ -128,18 +129,10 @@ struct tp_server {
  * Such servers stay reachable from here so that leak checkers do not report them. */
 static tp_server_t *retired_servers[4];
 
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static int64_t
 now_ms_mono(void)
 {
-    return (int64_t)(now_ns() / 1000000u);
+    return (int64_t)(tp_mono_ns() / 1000000u);
 }
 
 /* ---- request ids ---- */
@@ -206,7 +199,7 @@ on_request_dispose(void *p)
     h2o_req_t *req = r->req;
     /* 0 means the client went away before any response head was sent (nginx logs 499). */
     int status = req->res.status != 0 ? req->res.status : 499;
-    double seconds = (double)(now_ns() - r->start_ns) / 1e9;
+    double seconds = (double)(tp_mono_ns() - r->start_ns) / 1e9;
     char status_str[8];
     snprintf(status_str, sizeof(status_str), "%d", status);
     const char *method = method_label(req->method);
@@ -283,7 +276,7 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
     r->server = srv;
     r->worker = w;
     r->route = "unmatched";
-    r->start_ns = now_ns();
+    r->start_ns = tp_mono_ns();
     atomic_fetch_add(&w->inflight, 1);
     atomic_store(&srv->last_activity_ms, (int64_t)(r->start_ns / 1000000u));
     tp_metric_add(srv->m_inflight, NULL, 1);
@@ -737,7 +730,7 @@ init_worker(tp_server_t *srv, tp_worker_t *w, unsigned id, char **err)
     w->id = id;
     uint64_t seed[2];
     if (getrandom(seed, sizeof(seed), 0) != sizeof(seed))
-        seed[0] = now_ns(), seed[1] = (uint64_t)getpid() << 20 | id;
+        seed[0] = tp_mono_ns(), seed[1] = (uint64_t)getpid() << 20 | id;
     w->rng[0] = seed[0] | 1;
     w->rng[1] = seed[1];
     pthread_mutex_init(&w->lock, NULL);

@@ -12,6 +12,7 @@
  * committed (or failed). tp_store_writer_flush waits for done_seq to reach the last seq given
  * when it was called, and asks the writer not to wait for flush_ms meanwhile.
  */
+#include "clock.h"
 #include "store.h"
 #include "store-internal.h"
 
@@ -102,14 +103,6 @@ struct tp_store_writer {
 static const char *const result_committed[] = { "committed" };
 static const char *const result_dropped[] = { "dropped" };
 static const char *const result_failed[] = { "failed" };
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
-}
 
 static struct timespec
 ns_to_timespec(uint64_t ns)
@@ -341,7 +334,7 @@ wait_for_batch(tp_store_writer_t *w)
 {
     uint64_t deadline = slot(w, 0)->enqueued_ns + (uint64_t)w->opts.flush_ms * NSEC_PER_MSEC;
     while (w->count < w->opts.batch_size && !w->stopping && w->flush_seq <= w->done_seq) {
-        if (now_ns() >= deadline)
+        if (tp_mono_ns() >= deadline)
             break;
         struct timespec ts = ns_to_timespec(deadline);
         pthread_cond_timedwait(&w->not_empty, &w->mutex, &ts);
@@ -375,10 +368,10 @@ writer_main(void *arg)
         pthread_mutex_unlock(&w->mutex);
 
         metric_depth(w, depth);
-        uint64_t start = now_ns();
+        uint64_t start = tp_mono_ns();
         size_t failed = batch_commit(w, k);
         if (w->batch_seconds != NULL)
-            tp_metric_observe(w->batch_seconds, NULL, (double)(now_ns() - start) / (double)NSEC_PER_SEC);
+            tp_metric_observe(w->batch_seconds, NULL, (double)(tp_mono_ns() - start) / (double)NSEC_PER_SEC);
         metric_add(w, result_committed, k - failed);
         metric_add(w, result_failed, failed);
         batch_release(w, k);
@@ -600,7 +593,7 @@ static uint64_t
 drop_count(tp_store_writer_t *w)
 {
     w->drops_unreported++;
-    uint64_t now = now_ns();
+    uint64_t now = tp_mono_ns();
     if (w->drop_warned && now - w->last_drop_warn_ns < NSEC_PER_SEC)
         return 0;
     uint64_t n = w->drops_unreported;
@@ -614,7 +607,7 @@ drop_count(tp_store_writer_t *w)
 static int
 wait_for_room(tp_store_writer_t *w)
 {
-    uint64_t deadline = now_ns() + (uint64_t)w->opts.block_ms * NSEC_PER_MSEC;
+    uint64_t deadline = tp_mono_ns() + (uint64_t)w->opts.block_ms * NSEC_PER_MSEC;
     struct timespec ts = ns_to_timespec(deadline);
     w->blocked++;
     while (w->count == w->opts.queue_size && !w->stopping) {
@@ -653,7 +646,7 @@ tp_store_submit(tp_store_writer_t *w, const char *sql, const tp_store_value_t *v
     }
     if (ret == 0) {
         rec.seq = ++w->next_seq;
-        rec.enqueued_ns = now_ns();
+        rec.enqueued_ns = tp_mono_ns();
         *slot(w, w->count) = rec;
         w->count++;
         /* The writer waits for a first record without a deadline, then for batch_size. */
@@ -682,9 +675,7 @@ tp_store_submit_audit(tp_store_writer_t *w, const char *actor, const char *actio
     static const char sql[] = "INSERT INTO audit_log (ts_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)";
     if (actor == NULL || action == NULL)
         return -EINVAL;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ts_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / (long)NSEC_PER_MSEC;
+    int64_t ts_ms = tp_unix_ms();
     tp_store_value_t values[] = {
         { .type = TP_STORE_INT, .u.i = ts_ms },
         { .type = TP_STORE_TEXT, .u.s = actor },

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "admin.h"
 #include "args.h"
 #include "mem.h"
@@ -274,9 +275,7 @@ policy_explain(gwctl_call_t *c, int argc, char **argv)
     if (req.principal == NULL) {
         rv = gwctl_error(c, "principal '%s' does not exist", principal);
     } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        req.now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        req.now_ms = tp_unix_ms();
         json_t *e = pol_explain(snap->rules, &req, snap->default_allow);
         json_object_set_new(e, "default_effect", json_string(snap->default_allow ? "allow" : "deny"));
         if (c->g->json) {

@@ -2,8 +2,7 @@
  * model-gw — the model plane: one governed OpenAI-compatible API in front of inference servers
  * (llama.cpp, vLLM, Ollama) and hosted APIs.
  */
-#include <time.h>
-
+#include "clock.h"
 #include "daemon.h"
 #include "gateway.h"
 #include "snapshot.h"
@@ -15,9 +14,7 @@ static bool
 ready_models(void *data, const char **detail)
 {
     const mg_gateway_t *gw = data;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now = tp_unix_ms();
     for (size_t i = 0; i < gw->models->num_models; i++) {
         if (!mg_model_healthy(&gw->models->models[i], now)) {
             *detail = "a model has no healthy deployment (see triplane_model_deployment_circuit_open)";

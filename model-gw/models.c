@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "mem.h"
 
 static const char *
@@ -156,9 +156,7 @@ mg_model_pick(mg_model_t *m)
     }
     if (best == NULL) {
         /* Every closed deployment is busy or none is closed: a cooled-down one may be probed. */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        int64_t now = tp_unix_ms();
         for (size_t k = 0; k < m->num_deployments && best == NULL; k++) {
             mg_deployment_t *d = &m->deployments[(start + k) % m->num_deployments];
             if (atomic_load(&d->open_until_ms) != 0 && mg_deployment_usable(d, now))

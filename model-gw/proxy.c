@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "gateway.h"
 #include "http.h"
 #include "log.h"
@@ -53,18 +54,10 @@ static struct {
     tp_metric_t *circuit;         /* {model, deployment}: 1 while the circuit is open */
 } metrics;
 
-static int64_t
-unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void
 mg_deployment_outcome(const char *model, mg_deployment_t *d, bool ok, const char *request_id, const char *by)
 {
-    if (!mg_deployment_report(d, ok, unix_ms()))
+    if (!mg_deployment_report(d, ok, tp_unix_ms()))
         return;
     tp_metric_set(metrics.circuit, (const char *[]){ model, d->label }, ok ? 0 : 1);
     tp_log_fields(
@@ -117,14 +110,6 @@ typedef struct proxy {
     char public_model[256];
 } proxy_t;
 
-static uint64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void
 buf_add(buffer_t *b, const char *data, size_t len)
 {
@@ -151,7 +136,7 @@ settle(proxy_t *p)
     p->accounted = false; /* settled once */
     int64_t in = p->relay.usage.seen ? p->relay.usage.prompt_tokens : p->est_prompt_tokens;
     int64_t out = p->relay.usage.seen ? p->relay.usage.completion_tokens : 0;
-    uint64_t now = mono_ns();
+    uint64_t now = tp_mono_ns();
     pol_usage_detail_t detail = {
         .status = p->r->req->res.status != 0 ? p->r->req->res.status : 499,
         .latency_ms = (double)(now - p->start_ns) / 1e6,
@@ -217,7 +202,7 @@ release_deployment(proxy_t *p)
     if (p->deployment != NULL) {
         atomic_fetch_sub(&p->deployment->inflight, 1);
         tp_metric_add(metrics.inflight, (const char *[]){ p->public_model, p->deployment->label }, -1);
-        p->upstream_ns += mono_ns() - p->attempt_start_ns;
+        p->upstream_ns += tp_mono_ns() - p->attempt_start_ns;
         p->deployment = NULL;
     }
 }
@@ -230,7 +215,7 @@ record_metrics(proxy_t *p)
     const char *model = p->public_model;
     char status[8];
     snprintf(status, sizeof(status), "%d", p->r->req->res.status != 0 ? p->r->req->res.status : 499);
-    uint64_t total = mono_ns() - p->start_ns;
+    uint64_t total = tp_mono_ns() - p->start_ns;
     tp_metric_add(metrics.requests,
                   (const char *[]){ model, p->last_deployment != NULL ? p->last_deployment : "none", status }, 1);
     tp_metric_observe(metrics.duration, (const char *[]){ model }, (double)total / 1e9);
@@ -361,7 +346,7 @@ on_event(void *data, const char *event, size_t len)
 {
     proxy_t *p = data;
     if (!p->started) {
-        p->first_byte_ns = mono_ns();
+        p->first_byte_ns = tp_mono_ns();
         start_stream(p);
     }
     if (len == 6 && memcmp(event, "[DONE]", 6) == 0)
@@ -450,7 +435,7 @@ finish_buffered(proxy_t *p)
 {
     json_t *body = json_loadb(p->in.data != NULL ? p->in.data : "", p->in.len, 0, NULL);
     if (p->upstream_status == 200 && json_is_object(body)) {
-        p->first_byte_ns = mono_ns();
+        p->first_byte_ns = tp_mono_ns();
         mg_relay_response(&p->relay, body);
         tp_http_send_json(p->r, 200, body);
         p->finished = true;
@@ -571,7 +556,7 @@ start_attempt(proxy_t *p)
     p->deployment = d;
     p->last_deployment = d->label;
     p->last_upstream = d->cfg->url;
-    p->attempt_start_ns = mono_ns();
+    p->attempt_start_ns = tp_mono_ns();
     tp_metric_add(metrics.inflight, (const char *[]){ p->public_model, d->label }, 1);
     p->relaying = false;
     p->seen_done = false;
@@ -679,7 +664,7 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
     p->r = r;
     p->gw = gw;
     p->ep = ep;
-    p->start_ns = mono_ns();
+    p->start_ns = tp_mono_ns();
     if (!pol_gate_authenticate(gw->gate, r, &p->verdict)) {
         pol_gate_refuse(r, &p->verdict);
         return 0;

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "apikey.h"
 #include "log.h"
 #include "mem.h"
@@ -17,14 +18,6 @@
 #define ID_MAX 128 /* principal, team and rule ids */
 
 /* ---- small helpers ---- */
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 __attribute__((format(printf, 3, 4))) static int
 fail(char **err, int rv, const char *fmt, ...)
@@ -151,7 +144,7 @@ audit(sqlite3 *db, const char *actor, const char *action, const char *target, js
         free(text);
         return -EIO;
     }
-    sqlite3_bind_int64(stmt, 1, now_ms());
+    sqlite3_bind_int64(stmt, 1, tp_unix_ms());
     sqlite3_bind_text(stmt, 2, actor, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 3, action, -1, SQLITE_TRANSIENT);
     bind_text_or_null(stmt, 4, target);
@@ -435,7 +428,7 @@ pol_admin_principal_put(sqlite3 *db, const char *actor, json_t *p, bool create, 
     sqlite3_bind_text(stmt, 5, labels, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(stmt, 6, enabled == NULL || json_is_true(enabled));
     sqlite3_bind_text(stmt, 7, desc != NULL ? desc : "", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(stmt, 8, now_ms());
+    sqlite3_bind_int64(stmt, 8, tp_unix_ms());
     free(roles);
     free(labels);
     rv = run(db, stmt, err, "write the principal");
@@ -464,7 +457,7 @@ pol_admin_principal_set_enabled(sqlite3 *db, const char *actor, const char *id, 
         return finish(db, txn, -EIO, err);
     }
     sqlite3_bind_int(stmt, 1, enabled);
-    sqlite3_bind_int64(stmt, 2, now_ms());
+    sqlite3_bind_int64(stmt, 2, tp_unix_ms());
     sqlite3_bind_text(stmt, 3, id, -1, SQLITE_TRANSIENT);
     rv = run(db, stmt, err, "update the principal");
     if (rv == 0)
@@ -583,7 +576,7 @@ pol_admin_team_put(sqlite3 *db, const char *actor, json_t *t, bool create, char 
     }
     sqlite3_bind_text(stmt, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 2, desc != NULL ? json_string_value(desc) : "", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(stmt, 3, now_ms());
+    sqlite3_bind_int64(stmt, 3, tp_unix_ms());
     rv = run(db, stmt, err, "write the team");
     if (rv == 0)
         rv = audit(db, actor, before != NULL ? "team.update" : "team.create", id, before, read_after(db, id, team_get),
@@ -614,7 +607,7 @@ key_get(sqlite3 *db, const char *id, char **err)
     free(sql);
     if (stmt == NULL)
         return NULL;
-    sqlite3_bind_int64(stmt, 1, now_ms());
+    sqlite3_bind_int64(stmt, 1, tp_unix_ms());
     sqlite3_bind_text(stmt, 2, id, -1, SQLITE_TRANSIENT);
     return row_json(db, stmt, "API key", id, err);
 }
@@ -629,7 +622,7 @@ pol_admin_key_list(sqlite3 *db, const char *principal, char **err)
     free(sql);
     if (stmt == NULL)
         return NULL;
-    sqlite3_bind_int64(stmt, 1, now_ms());
+    sqlite3_bind_int64(stmt, 1, tp_unix_ms());
     bind_text_or_null(stmt, 2, principal);
     return rows_json(db, stmt, err);
 }
@@ -651,7 +644,7 @@ insert_key(sqlite3 *db, const char *actor, const char *principal, const char *na
     sqlite3_bind_text(stmt, 2, principal, -1, SQLITE_TRANSIENT);
     sqlite3_bind_blob(stmt, 3, key->hash, sizeof(key->hash), SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 4, name != NULL ? name : "", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(stmt, 5, now_ms());
+    sqlite3_bind_int64(stmt, 5, tp_unix_ms());
     sqlite3_bind_text(stmt, 6, actor, -1, SQLITE_TRANSIENT);
     bind_int_or_null(stmt, 7, expires_at_ms);
     return run(db, stmt, err, "write the key");
@@ -707,7 +700,7 @@ pol_admin_key_revoke(sqlite3 *db, const char *actor, const char *id, char **err)
         json_decref(before);
         return finish(db, txn, -EIO, err);
     }
-    sqlite3_bind_int64(stmt, 1, now_ms());
+    sqlite3_bind_int64(stmt, 1, tp_unix_ms());
     sqlite3_bind_text(stmt, 2, actor, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 3, id, -1, SQLITE_TRANSIENT);
     rv = run(db, stmt, err, "revoke the key");
@@ -748,7 +741,7 @@ pol_admin_key_rotate(sqlite3 *db, const char *actor, const char *id, int64_t ove
     pol_apikey_t key;
     rv = insert_key(db, actor, principal, name, json_is_integer(old_expiry) ? json_integer_value(old_expiry) : 0, &key,
                     err);
-    int64_t until = now_ms() + (overlap_ms > 0 ? overlap_ms : 0);
+    int64_t until = tp_unix_ms() + (overlap_ms > 0 ? overlap_ms : 0);
     sqlite3_stmt *stmt = rv == 0 ? prepare(db,
                                            "UPDATE api_keys SET expires_at_ms = min(coalesce(expires_at_ms, ?1), ?1), "
                                            "replaced_by = ?2 WHERE id = ?3",
@@ -846,7 +839,7 @@ pol_admin_rule_put(sqlite3 *db, const char *actor, json_t *rule, bool create, ch
     sqlite3_bind_text(stmt, 2, effect, -1, SQLITE_STATIC);
     sqlite3_bind_text(stmt, 3, plane, -1, SQLITE_STATIC);
     sqlite3_bind_text(stmt, 4, text, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(stmt, 5, now_ms());
+    sqlite3_bind_int64(stmt, 5, tp_unix_ms());
     rv = run(db, stmt, err, "write the rule");
     if (rv == 0)
         rv = audit(db, actor, before != NULL ? "rule.update" : "rule.create", id, before, json_incref(canonical), err);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "http.h"
 #include "jwt_verify.h"
 #include "log.h"
@@ -24,22 +25,6 @@ struct pol_gate {
     pol_ratelimit_t *limiter;
     pol_budgets_t *budgets;
 };
-
-static int64_t
-unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* ---- verdicts ---- */
 
@@ -112,7 +97,7 @@ pol_gate_authenticate(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v)
     const pol_snapshot_t *snap = tp_daemon_request_state_hold(g->daemon, r);
     v->snapshot = snap;
     h2o_iovec_t auth = tp_http_header(r, "authorization");
-    int64_t now = unix_ms();
+    int64_t now = tp_unix_ms();
     v->authn = pol_authenticate(snap, g->jwt, auth.base, auth.len, now, &v->identity);
     if (v->authn != POL_AUTHN_OK) {
         tp_log_fields(TP_LOG_INFO, r->id, "authentication failed",
@@ -160,7 +145,7 @@ static bool
 take_request_limits(pol_gate_t *g, const pol_snapshot_t *snap, const pol_principal_t *p, const char *resource,
                     pol_verdict_t *v)
 {
-    int64_t now = mono_ns();
+    int64_t now = tp_mono_ns();
     for (size_t i = 0; i < snap->num_limits; i++) {
         const pol_rate_limit_t *l = &snap->limits[i];
         char key[512];
@@ -195,7 +180,7 @@ pol_gate_authorize(pol_gate_t *g, tp_request_t *r, const char *resource, const c
         .resource = resource,
         .action = action,
         .request_size = r->req->entity.base != NULL ? (int64_t)r->req->entity.len : 0,
-        .now_ms = unix_ms(),
+        .now_ms = tp_unix_ms(),
     };
     v->decision = pol_evaluate(snap->rules, &preq, snap->default_allow);
     if (!v->decision.allow) {
@@ -220,7 +205,7 @@ pol_gate_permits(pol_gate_t *g, const pol_verdict_t *v, const char *resource, co
         .resource = resource,
         .action = action,
         .request_size = 0,
-        .now_ms = unix_ms(),
+        .now_ms = tp_unix_ms(),
     };
     return pol_evaluate(snap->rules, &preq, snap->default_allow).allow;
 }
@@ -258,7 +243,7 @@ pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *r
     memset(res, 0, sizeof(*res));
     const pol_snapshot_t *snap = v->snapshot;
     const pol_principal_t *p = v->identity.principal;
-    int64_t now_ns = mono_ns();
+    int64_t now_ns = tp_mono_ns();
     for (size_t i = 0; i < snap->num_limits; i++) {
         const pol_rate_limit_t *l = &snap->limits[i];
         char key[512];
@@ -276,7 +261,7 @@ pol_gate_reserve(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v, const char *r
     size_t n = budgets_for(snap, p, limits, POL_BUDGET_MAX_COUNTERS);
     const tp_price_config_t *price = price_of(g, resource);
     int64_t est_cost = price != NULL ? pol_cost_micros(est_tokens, 0, price->input_per_million, 0) : 0;
-    int64_t now = unix_ms();
+    int64_t now = tp_unix_ms();
     if (pol_budget_reserve(g->budgets, limits, n, p->id, p->team, est_tokens, est_cost, now, res) == POL_BUDGET_OVER) {
         const pol_budget_over_t *o = &res->over;
         v->retry_after_s = (double)(o->resets_at_ms - now) / 1000.0;
@@ -312,7 +297,7 @@ charge_token_limits(pol_gate_t *g, const pol_snapshot_t *snap, const pol_princip
 {
     if (extra <= 0)
         return;
-    int64_t now_ns = mono_ns();
+    int64_t now_ns = tp_mono_ns();
     for (size_t i = 0; i < snap->num_limits; i++) {
         const pol_rate_limit_t *l = &snap->limits[i];
         char key[512];
@@ -333,7 +318,7 @@ pol_gate_settle(pol_gate_t *g, tp_request_t *r, const pol_verdict_t *v, const ch
                                  : 0;
     /* Stamped with the reservation's time, so the row counts in the period the budget charged
      * (a request that straddles midnight), and seeding after a restart agrees. */
-    int64_t ts = res->active ? res->reserved_at_ms : unix_ms();
+    int64_t ts = res->active ? res->reserved_at_ms : tp_unix_ms();
     int64_t estimated = res->active ? res->tokens : 0;
     if (res->active)
         pol_budget_settle(g->budgets, res, input_tokens + output_tokens, cost);
@@ -401,7 +386,7 @@ handle_whoami(tp_request_t *r, void *data)
             .resource = resource,
             .action = action,
             .request_size = 0,
-            .now_ms = unix_ms(),
+            .now_ms = tp_unix_ms(),
         };
         pol_decision_t d = pol_evaluate(snap->rules, &preq, snap->default_allow);
         json_object_set_new(body, "decision",
@@ -427,7 +412,7 @@ pol_gate_new(tp_daemon_t *d, const char *plane, char **err)
         goto fail;
     g->limiter = pol_ratelimit_new(RATELIMIT_MAX_KEYS);
     g->budgets = pol_budgets_new();
-    if (pol_budgets_seed(g->budgets, tp_store_db(tp_daemon_store(d)), unix_ms(), err) != 0)
+    if (pol_budgets_seed(g->budgets, tp_store_db(tp_daemon_store(d)), tp_unix_ms(), err) != 0)
         goto fail;
     tp_server_route(tp_daemon_server(d), "GET", "/whoami", false, handle_whoami, g);
     return g;

@@ -4,16 +4,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static char *
 column_text(sqlite3_stmt *stmt, int col)
@@ -265,7 +258,7 @@ pol_snapshot_t *
 pol_snapshot_load(sqlite3 *db, char **err)
 {
     pol_snapshot_t *snap = tp_calloc(1, sizeof(*snap));
-    snap->loaded_at_ms = now_ms();
+    snap->loaded_at_ms = tp_unix_ms();
     load_ctx_t ctx = { .snap = snap };
     /* One read transaction: every part of the snapshot comes from the same state. */
     int rv = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
