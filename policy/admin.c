@@ -917,72 +917,104 @@ valid_scope_kind(const char *kind)
     return strcmp(kind, "principal") == 0 || strcmp(kind, "team") == 0;
 }
 
+/* A quota row: a limit or a budget, keyed by (scope_kind, scope, third) where third is the
+ * resource glob of a limit or the period of a budget, with two optional amounts. */
+typedef struct quota_table {
+    const char *what;       /* "limit", "budget": for messages */
+    const char *action;     /* the audit action */
+    const char *select_sql; /* ?1 kind, ?2 scope, ?3 third */
+    const char *delete_sql; /* the same keys */
+    const char *upsert_sql; /* the same keys, ?4 and ?5 the amounts */
+} quota_table_t;
+
+static const quota_table_t limits_table = {
+    "limit",
+    "limit.set",
+    "SELECT scope_kind, scope, resource, requests_per_minute, tokens_per_minute FROM rate_limits WHERE scope_kind = ?1 "
+    "AND scope = ?2 AND resource = ?3",
+    "DELETE FROM rate_limits WHERE scope_kind = ?1 AND scope = ?2 AND resource = ?3",
+    "INSERT INTO rate_limits (scope_kind, scope, resource, requests_per_minute, tokens_per_minute) VALUES (?1, ?2, ?3, "
+    "?4, ?5) ON CONFLICT (scope_kind, scope, resource) DO UPDATE SET requests_per_minute = ?4, tokens_per_minute = ?5",
+};
+
+static const quota_table_t budgets_table = {
+    "budget",
+    "budget.set",
+    "SELECT scope_kind, scope, period, max_tokens, max_cost_micros FROM budgets WHERE scope_kind = ?1 AND scope = ?2 "
+    "AND period = ?3",
+    "DELETE FROM budgets WHERE scope_kind = ?1 AND scope = ?2 AND period = ?3",
+    "INSERT INTO budgets (scope_kind, scope, period, max_tokens, max_cost_micros) VALUES (?1, ?2, ?3, ?4, ?5) ON "
+    "CONFLICT (scope_kind, scope, period) DO UPDATE SET max_tokens = ?4, max_cost_micros = ?5",
+};
+
+static sqlite3_stmt *
+quota_statement(sqlite3 *db, const char *sql, const char *kind, const char *scope, const char *third, char **err)
+{
+    sqlite3_stmt *stmt = prepare(db, sql, err);
+    if (stmt != NULL) {
+        sqlite3_bind_text(stmt, 1, kind, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(stmt, 2, scope, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(stmt, 3, third, -1, SQLITE_TRANSIENT);
+    }
+    return stmt;
+}
+
+/* The row as JSON, or NULL when there is none (or it cannot be read: the audit then says null). */
 static json_t *
-limit_get(sqlite3 *db, const char *kind, const char *scope, const char *resource)
+quota_get(sqlite3 *db, const quota_table_t *t, const char *kind, const char *scope, const char *third)
 {
     char *err = NULL;
-    sqlite3_stmt *stmt = prepare(db,
-                                 "SELECT scope_kind, scope, resource, requests_per_minute, tokens_per_minute FROM "
-                                 "rate_limits WHERE scope_kind = ? AND scope = ? AND resource = ?",
-                                 &err);
-    free(err);
-    if (stmt == NULL)
-        return NULL;
-    sqlite3_bind_text(stmt, 1, kind, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 2, scope, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 3, resource, -1, SQLITE_TRANSIENT);
-    json_t *rows = rows_json(db, stmt, &err);
+    sqlite3_stmt *stmt = quota_statement(db, t->select_sql, kind, scope, third, &err);
+    json_t *rows = stmt != NULL ? rows_json(db, stmt, &err) : NULL;
     free(err);
     json_t *row = json_incref(json_array_get(rows, 0));
     json_decref(rows);
     return row;
 }
 
-int
-pol_admin_limit_set(sqlite3 *db, const char *actor, const char *scope_kind, const char *scope, const char *resource,
-                    int64_t rpm, int64_t tpm, char **err)
+/* Sets (or, with both amounts 0, removes) a quota row, audited. Inputs are checked by callers. */
+static int
+quota_set(sqlite3 *db, const char *actor, const quota_table_t *t, const char *kind, const char *scope,
+          const char *third, int64_t a, int64_t b, char **err)
 {
-    if (!valid_scope_kind(scope_kind))
-        return fail(err, -EINVAL, "a limit applies to a principal or a team, not '%s'", scope_kind);
+    if (!valid_scope_kind(kind))
+        return fail(err, -EINVAL, "a %s applies to a principal or a team, not '%s'", t->what, kind);
     if (!pol_admin_valid_id(scope))
-        return fail(err, -EINVAL, "'%s' is not a valid %s id", scope, scope_kind);
-    if (resource == NULL || resource[0] == '\0')
-        resource = "*";
-    if (rpm < 0 || tpm < 0)
-        return fail(err, -EINVAL, "limits must not be negative");
+        return fail(err, -EINVAL, "'%s' is not a valid %s id", scope, kind);
+    if (a < 0 || b < 0)
+        return fail(err, -EINVAL, "%ss must not be negative", t->what);
     int txn = begin(db, err);
     if (txn < 0)
         return txn;
-    int rv = 0;
-    json_t *before = limit_get(db, scope_kind, scope, resource);
-    sqlite3_stmt *stmt;
-    if (rpm == 0 && tpm == 0)
-        stmt = prepare(db, "DELETE FROM rate_limits WHERE scope_kind = ?1 AND scope = ?2 AND resource = ?3", err);
-    else
-        stmt = prepare(db,
-                       "INSERT INTO rate_limits (scope_kind, scope, resource, requests_per_minute, tokens_per_minute) "
-                       "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (scope_kind, scope, resource) DO UPDATE SET "
-                       "requests_per_minute = ?4, tokens_per_minute = ?5",
-                       err);
+    json_t *before = quota_get(db, t, kind, scope, third);
+    bool remove = a == 0 && b == 0;
+    sqlite3_stmt *stmt = quota_statement(db, remove ? t->delete_sql : t->upsert_sql, kind, scope, third, err);
     if (stmt == NULL) {
         json_decref(before);
         return finish(db, txn, -EIO, err);
     }
-    sqlite3_bind_text(stmt, 1, scope_kind, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 2, scope, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 3, resource, -1, SQLITE_TRANSIENT);
-    if (rpm != 0 || tpm != 0) {
-        bind_int_or_null(stmt, 4, rpm);
-        bind_int_or_null(stmt, 5, tpm);
+    if (!remove) {
+        bind_int_or_null(stmt, 4, a);
+        bind_int_or_null(stmt, 5, b);
     }
-    rv = run(db, stmt, err, "write the limit");
-    char *target = tp_sprintf("%s:%s:%s", scope_kind, scope, resource);
+    char *what = tp_sprintf("write the %s", t->what);
+    int rv = run(db, stmt, err, what);
+    free(what);
+    char *target = tp_sprintf("%s:%s:%s", kind, scope, third);
     if (rv == 0)
-        rv = audit(db, actor, "limit.set", target, before, limit_get(db, scope_kind, scope, resource), err);
+        rv = audit(db, actor, t->action, target, before, quota_get(db, t, kind, scope, third), err);
     else
         json_decref(before);
     free(target);
     return finish(db, txn, rv, err);
+}
+
+int
+pol_admin_limit_set(sqlite3 *db, const char *actor, const char *scope_kind, const char *scope, const char *resource,
+                    int64_t rpm, int64_t tpm, char **err)
+{
+    return quota_set(db, actor, &limits_table, scope_kind, scope,
+                     resource != NULL && resource[0] != '\0' ? resource : "*", rpm, tpm, err);
 }
 
 json_t *
@@ -995,73 +1027,13 @@ pol_admin_limit_list(sqlite3 *db, char **err)
     return stmt != NULL ? rows_json(db, stmt, err) : NULL;
 }
 
-static json_t *
-budget_get(sqlite3 *db, const char *kind, const char *scope, const char *period)
-{
-    char *err = NULL;
-    sqlite3_stmt *stmt = prepare(db,
-                                 "SELECT scope_kind, scope, period, max_tokens, max_cost_micros FROM budgets WHERE "
-                                 "scope_kind = ? AND scope = ? AND period = ?",
-                                 &err);
-    free(err);
-    if (stmt == NULL)
-        return NULL;
-    sqlite3_bind_text(stmt, 1, kind, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 2, scope, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 3, period, -1, SQLITE_TRANSIENT);
-    json_t *rows = rows_json(db, stmt, &err);
-    free(err);
-    json_t *row = json_incref(json_array_get(rows, 0));
-    json_decref(rows);
-    return row;
-}
-
 int
 pol_admin_budget_set(sqlite3 *db, const char *actor, const char *scope_kind, const char *scope, const char *period,
                      int64_t max_tokens, int64_t max_cost_micros, char **err)
 {
-    if (!valid_scope_kind(scope_kind))
-        return fail(err, -EINVAL, "a budget applies to a principal or a team, not '%s'", scope_kind);
-    if (!pol_admin_valid_id(scope))
-        return fail(err, -EINVAL, "'%s' is not a valid %s id", scope, scope_kind);
     if (strcmp(period, "day") != 0 && strcmp(period, "month") != 0)
         return fail(err, -EINVAL, "a budget's period is day or month, not '%s'", period);
-    if (max_tokens < 0 || max_cost_micros < 0)
-        return fail(err, -EINVAL, "budgets must not be negative");
-    int txn = begin(db, err);
-    if (txn < 0)
-        return txn;
-    int rv = 0;
-    json_t *before = budget_get(db, scope_kind, scope, period);
-    sqlite3_stmt *stmt;
-    bool remove = max_tokens == 0 && max_cost_micros == 0;
-    if (remove)
-        stmt = prepare(db, "DELETE FROM budgets WHERE scope_kind = ?1 AND scope = ?2 AND period = ?3", err);
-    else
-        stmt = prepare(db,
-                       "INSERT INTO budgets (scope_kind, scope, period, max_tokens, max_cost_micros) VALUES (?1, ?2, "
-                       "?3, ?4, ?5) ON CONFLICT (scope_kind, scope, period) DO UPDATE SET max_tokens = ?4, "
-                       "max_cost_micros = ?5",
-                       err);
-    if (stmt == NULL) {
-        json_decref(before);
-        return finish(db, txn, -EIO, err);
-    }
-    sqlite3_bind_text(stmt, 1, scope_kind, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 2, scope, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(stmt, 3, period, -1, SQLITE_TRANSIENT);
-    if (!remove) {
-        bind_int_or_null(stmt, 4, max_tokens);
-        bind_int_or_null(stmt, 5, max_cost_micros);
-    }
-    rv = run(db, stmt, err, "write the budget");
-    char *target = tp_sprintf("%s:%s:%s", scope_kind, scope, period);
-    if (rv == 0)
-        rv = audit(db, actor, "budget.set", target, before, budget_get(db, scope_kind, scope, period), err);
-    else
-        json_decref(before);
-    free(target);
-    return finish(db, txn, rv, err);
+    return quota_set(db, actor, &budgets_table, scope_kind, scope, period, max_tokens, max_cost_micros, err);
 }
 
 /* Start of the current UTC day or month, in Unix ms. */
