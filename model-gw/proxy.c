@@ -687,7 +687,14 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
         return 0;
     }
     snprintf(p->public_model, sizeof(p->public_model), "%s", name);
-    if (m == NULL || !pol_gate_permits(gw->gate, &p->verdict, name, ep->action)) {
+    /* One policy evaluation decides: a model the caller may not use reads as absent (its name
+     * is not the caller's business), like one that does not exist. */
+    if (m == NULL || !pol_gate_authorize(gw->gate, r, name, ep->action, &p->verdict)) {
+        if (m != NULL && p->verdict.outcome != POL_OUTCOME_FORBIDDEN) {
+            pol_gate_refuse(r, &p->verdict); /* a rate limit */
+            p->finished = true;
+            return 0;
+        }
         char msg[400];
         snprintf(msg, sizeof(msg), "The model '%s' does not exist or you do not have access to it.", name);
         fail(p, 404, "model_not_found", "model", msg);
@@ -697,8 +704,7 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
         fail(p, 413, "request_too_large", NULL, "the request is larger than this model accepts");
         return 0;
     }
-    if (!pol_gate_authorize(gw->gate, r, name, ep->action, &p->verdict) ||
-        !pol_gate_reserve(gw->gate, r, &p->verdict, name, estimate_tokens(p), &p->reservation)) {
+    if (!pol_gate_reserve(gw->gate, r, &p->verdict, name, estimate_tokens(p), &p->reservation)) {
         pol_gate_refuse(r, &p->verdict);
         p->finished = true;
         return 0;
