@@ -232,6 +232,7 @@ static const tp_cfg_field_t listener_fields[] = {
     }
 
 static const char *const model_kinds[] = { "chat", "completion", "embedding", NULL };
+static const char *const model_readiness[] = { "every_model", "any_model", "none", NULL };
 
 static const char *
 check_url(const void *value)
@@ -413,12 +414,312 @@ static const tp_cfg_field_t model_gw_fields[] = {
       .min = 100,
       .max = INT_MAX,
       .doc = "how often deployments with a health_path are probed" },
+    { .key = "readiness",
+      .type = TP_CFG_ENUM,
+      .offset = offsetof(tp_model_gw_config_t, readiness),
+      .def = "every_model",
+      .choices = model_readiness,
+      .doc = "/readyz fails when a model has no healthy deployment (every_model), only when none has one "
+             "(any_model), or never for models (none)" },
     { .key = NULL },
 };
 
+/* ---- mcp_gw ---- */
+
+static const char *const mcp_transports[] = { "http", "stdio", NULL };
+static const char *const mcp_starts[] = { "on_demand", "boot", NULL };
+
+static bool
+is_name(const char *s)
+{
+    if (s == NULL || s[0] == '\0')
+        return false;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+            return false;
+    }
+    return true;
+}
+
+static const char *
+check_mcp_name(const void *value)
+{
+    return is_name(*(char *const *)value) ? NULL : "must be letters, digits, '_' or '-'";
+}
+
+static const char *
+check_env_entry(const void *value)
+{
+    const char *e = *(char *const *)value;
+    const char *eq = strchr(e, '=');
+    return eq != NULL && eq != e ? NULL : "entries must read NAME=VALUE";
+}
+
+static const char *
+check_header_name(const void *value)
+{
+    const char *n = *(char *const *)value;
+    for (const char *p = n; *p != '\0'; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            return "must be a header name (letters, digits, '-')";
+    }
+    return n[0] != '\0' ? NULL : "must not be empty";
+}
+
+static const tp_cfg_field_t mcp_header_fields[] = {
+    { .key = "name",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_header_config_t, name),
+      .required = true,
+      .validate = check_header_name,
+      .doc = "header name, e.g. Authorization" },
+    { .key = "value",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_header_config_t, value),
+      .required = true,
+      .doc = "header value; put secrets in the environment: \"Bearer ${GITHUB_TOKEN}\"" },
+    { .key = NULL },
+};
+
+static const char *
+check_mcp_server(const void *value)
+{
+    const tp_mcp_server_config_t *s = value;
+    if (strcmp(s->transport, "http") == 0) {
+        if (s->url == NULL)
+            return "an http server needs url";
+        if (s->command != NULL || s->arg_count > 0 || s->env_count > 0 || s->cwd != NULL)
+            return "command, args, env and cwd are for stdio servers";
+    } else {
+        if (s->command == NULL)
+            return "a stdio server needs command";
+        if (s->url != NULL || s->header_count > 0)
+            return "url and headers are for http servers";
+    }
+    if (s->restart_max_ms < s->restart_min_ms)
+        return "restart_max_ms must not be smaller than restart_min_ms";
+    return NULL;
+}
+
+static const tp_cfg_field_t mcp_server_fields[] = {
+    { .key = "name",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_server_config_t, name),
+      .required = true,
+      .validate = check_mcp_name,
+      .doc = "the server's name: the policy resource is NAME/TOOL, and tools are published as NAME__TOOL" },
+    { .key = "transport",
+      .type = TP_CFG_ENUM,
+      .offset = offsetof(tp_mcp_server_config_t, transport),
+      .required = true,
+      .choices = mcp_transports,
+      .doc = "http (Streamable HTTP, url) or stdio (a supervised child process, command)" },
+    { .key = "url",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_server_config_t, url),
+      .validate = check_url,
+      .doc = "http: the server's MCP endpoint, e.g. http://127.0.0.1:3001/mcp" },
+    { .key = "headers",
+      .type = TP_CFG_LIST,
+      .offset = offsetof(tp_mcp_server_config_t, headers),
+      .count_offset = offsetof(tp_mcp_server_config_t, header_count),
+      .sub = mcp_header_fields,
+      .elem_size = sizeof(tp_mcp_header_config_t),
+      .doc = "http: headers sent with every request, each {name, value}; a client's credential never is" },
+    { .key = "command",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_server_config_t, command),
+      .validate = check_not_empty,
+      .doc = "stdio: the executable, a path or a name looked up in PATH" },
+    { .key = "args",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_mcp_server_config_t, args),
+      .count_offset = offsetof(tp_mcp_server_config_t, arg_count),
+      .doc = "stdio: its arguments" },
+    { .key = "env",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_mcp_server_config_t, env),
+      .count_offset = offsetof(tp_mcp_server_config_t, env_count),
+      .validate = check_env_entry,
+      .doc = "stdio: the child's whole environment as NAME=VALUE entries (nothing is inherited)" },
+    { .key = "cwd",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_server_config_t, cwd),
+      .validate = check_not_empty,
+      .doc = "stdio: working directory; default the gateway's" },
+    { .key = "start",
+      .type = TP_CFG_ENUM,
+      .offset = offsetof(tp_mcp_server_config_t, start),
+      .def = "on_demand",
+      .choices = mcp_starts,
+      .doc = "stdio: start the child at the first session that needs it (on_demand) or at boot" },
+    { .key = "prefix",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_server_config_t, prefix),
+      .doc = "prefix of the server's tool and prompt names; default NAME__; \"\" publishes them unprefixed" },
+    { .key = "timeout_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_mcp_server_config_t, timeout_ms),
+      .def = "60000",
+      .min = 100,
+      .max = INT_MAX,
+      .doc = "longest one request to this server may take" },
+    { .key = "restart_min_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_mcp_server_config_t, restart_min_ms),
+      .def = "500",
+      .min = 10,
+      .max = INT_MAX,
+      .doc = "stdio: delay before restarting a child that died" },
+    { .key = "restart_max_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_mcp_server_config_t, restart_max_ms),
+      .def = "30000",
+      .min = 10,
+      .max = INT_MAX,
+      .doc = "stdio: the restart delay doubles up to this" },
+    { .key = "max_response_bytes",
+      .type = TP_CFG_INT64,
+      .offset = offsetof(tp_mcp_server_config_t, max_response_bytes),
+      .def = "16777216",
+      .min = 1024,
+      .max = INT64_MAX,
+      .doc = "largest message accepted from this server" },
+    { .key = NULL },
+};
+
+static const tp_cfg_field_t mcp_virtual_fields[] = {
+    { .key = "name",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_virtual_config_t, name),
+      .required = true,
+      .validate = check_mcp_name,
+      .doc = "served at PATH/NAME" },
+    { .key = "tools",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_mcp_virtual_config_t, tools),
+      .count_offset = offsetof(tp_mcp_virtual_config_t, tool_count),
+      .required = true,
+      .doc = "globs on published tool names (\"everything__echo\", \"memory__*\")" },
+    { .key = NULL },
+};
+
+/* mcp_gw as a whole: one worker, server and virtual names used once. */
+static const char *
+check_mcp_gw(const void *value)
+{
+    const tp_mcp_gw_config_t *g = value;
+    const char *msg = check_plane(&g->plane);
+    if (msg != NULL)
+        return msg;
+    if (g->plane.workers != 1)
+        return "workers must be 1: mcp-gw runs its sessions on one event loop";
+    if (g->path[0] != '/')
+        return "path must start with '/'";
+    for (size_t i = 0; i < g->server_count; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(g->servers[i].name, g->servers[j].name) == 0)
+                return "servers has two servers with the same name";
+        }
+    }
+    for (size_t i = 0; i < g->virtual_count; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(g->virtual_servers[i].name, g->virtual_servers[j].name) == 0)
+                return "virtual_servers has two with the same name";
+        }
+    }
+    return NULL;
+}
+
+_Static_assert(offsetof(tp_mcp_gw_config_t, plane) == 0, "the plane settings must come first");
+
 static const tp_cfg_field_t mcp_gw_fields[] = {
     LISTEN_FIELD("9081"),
-    WORKERS_FIELD,
+    { .key = "workers",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_plane_config_t, workers),
+      .def = "1",
+      .min = 0,
+      .max = 256,
+      .doc = "must be 1: sessions, upstream links and stdio children live on one event loop" },
+    { .key = "path",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_gw_config_t, path),
+      .def = "/mcp",
+      .doc = "the MCP endpoint; virtual servers are below it" },
+    { .key = "allowed_origins",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_mcp_gw_config_t, allowed_origins),
+      .count_offset = offsetof(tp_mcp_gw_config_t, allowed_origin_count),
+      .def = "[\"http://localhost\", \"http://localhost:*\", \"http://127.0.0.1\", \"http://127.0.0.1:*\", "
+             "\"http://[::1]:*\"]",
+      .doc = "Origin patterns accepted ('*' matches any run of characters); a browser request from any other Origin gets 403 (requests without Origin "
+             "pass)" },
+    { .key = "allowed_hosts",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_mcp_gw_config_t, allowed_hosts),
+      .count_offset = offsetof(tp_mcp_gw_config_t, allowed_host_count),
+      .def = "[]",
+      .doc = "Host header patterns accepted ('*' matches any run), against DNS rebinding; empty: any" },
+    { .key = "servers",
+      .type = TP_CFG_LIST,
+      .offset = offsetof(tp_mcp_gw_config_t, servers),
+      .count_offset = offsetof(tp_mcp_gw_config_t, server_count),
+      .sub = mcp_server_fields,
+      .elem_size = sizeof(tp_mcp_server_config_t),
+      .validate = check_mcp_server,
+      .doc = "the MCP servers mcp-gw brokers; clients never name an upstream themselves" },
+    { .key = "virtual_servers",
+      .type = TP_CFG_LIST,
+      .offset = offsetof(tp_mcp_gw_config_t, virtual_servers),
+      .count_offset = offsetof(tp_mcp_gw_config_t, virtual_count),
+      .sub = mcp_virtual_fields,
+      .elem_size = sizeof(tp_mcp_virtual_config_t),
+      .doc = "endpoints exposing a subset of the tools, each {name, tools}" },
+    { .key = "session_idle_timeout_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_mcp_gw_config_t, session_idle_timeout_ms),
+      .def = "1800000",
+      .min = 1000,
+      .max = INT_MAX,
+      .doc = "a session without traffic for this long is ended (its upstream sessions too)" },
+    { .key = "max_sessions",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_mcp_gw_config_t, max_sessions),
+      .def = "10000",
+      .min = 1,
+      .max = INT_MAX,
+      .doc = "open sessions at most; an initialize beyond it gets 503" },
+    { .key = "stream_buffer_events",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_mcp_gw_config_t, stream_buffer_events),
+      .def = "256",
+      .min = 0,
+      .max = 1000000,
+      .doc = "events kept per SSE stream so a client can resume with Last-Event-ID" },
+    { .key = "list_changed_debounce_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_mcp_gw_config_t, list_changed_debounce_ms),
+      .def = "200",
+      .min = 0,
+      .max = 60000,
+      .doc = "list_changed notifications from upstreams are merged over this window" },
+    { .key = "audit_arguments",
+      .type = TP_CFG_BOOL,
+      .offset = offsetof(tp_mcp_gw_config_t, audit_arguments),
+      .def = "false",
+      .doc = "write raw tool arguments to the audit log (default: their shape and SHA-256 only)" },
+    { .key = "authorization_servers",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_mcp_gw_config_t, authorization_servers),
+      .count_offset = offsetof(tp_mcp_gw_config_t, authorization_server_count),
+      .def = "[]",
+      .doc = "OAuth authorization servers announced at /.well-known/oauth-protected-resource; empty: not served" },
+    { .key = "resource_url",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_mcp_gw_config_t, resource_url),
+      .validate = check_url,
+      .doc = "the resource identifier in that metadata; default: derived from the request's Host" },
     { .key = NULL },
 };
 
@@ -632,7 +933,7 @@ const tp_cfg_field_t tp_config_table[] = {
       .type = TP_CFG_SECTION,
       .offset = offsetof(tp_config_t, mcp_gw),
       .sub = mcp_gw_fields,
-      .validate = check_plane,
+      .validate = check_mcp_gw,
       .doc = "the MCP gateway daemon" },
     { .key = "agent_gw",
       .type = TP_CFG_SECTION,
@@ -1142,9 +1443,14 @@ parse_list(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yaml_node
     }
 }
 
-/* A LIST's default is YAML flow text, loaded from its own document. */
+static void parse_list(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yaml_node_t *node,
+                       const char *path);
+static void parse_strings_field(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yaml_node_t *node,
+                                const char *path, size_t line);
+
+/* A LIST's or STRINGS' default is YAML flow text, loaded from its own document. */
 static void
-parse_list_default(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const char *path)
+parse_default_sequence(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const char *path, size_t line)
 {
     yaml_parser_t parser;
     yaml_document_t doc;
@@ -1152,13 +1458,16 @@ parse_list_default(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const c
         tp_fatal("yaml_parser_initialize: out of memory");
     yaml_parser_set_input_string(&parser, (const unsigned char *)f->def, strlen(f->def));
     int loaded = yaml_parser_load(&parser, &doc);
-    assert(loaded && "a LIST default must be a YAML sequence");
+    assert(loaded && "a LIST or STRINGS default must be a YAML sequence");
     (void)loaded;
     const yaml_node_t *root = yaml_document_get_root_node(&doc);
     assert(root != NULL && root->type == YAML_SEQUENCE_NODE);
     yaml_document_t *file_doc = p->doc;
     p->doc = &doc;
-    parse_list(p, f, base, root, path);
+    if (f->type == TP_CFG_LIST)
+        parse_list(p, f, base, root, path);
+    else
+        parse_strings_field(p, f, base, root, path, line);
     p->doc = file_doc;
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
@@ -1169,7 +1478,7 @@ parse_list_field(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yam
                  size_t line)
 {
     if (node == NULL && f->def != NULL)
-        parse_list_default(p, f, base, path);
+        parse_default_sequence(p, f, base, path, line);
     else if (node == NULL && f->required)
         cfg_error(p, line, path, "required key is missing");
     else if (node != NULL && node->type != YAML_SEQUENCE_NODE)
@@ -1185,6 +1494,10 @@ parse_strings_field(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const 
 {
     char ***dst = (char ***)((char *)base + f->offset);
     size_t *count = (size_t *)((char *)base + f->count_offset);
+    if (node == NULL && f->def != NULL) {
+        parse_default_sequence(p, f, base, path, line);
+        return;
+    }
     if (node == NULL) {
         if (f->required)
             cfg_error(p, line, path, "required key is missing");
@@ -1410,7 +1723,7 @@ tp_config_plane(const tp_config_t *cfg, const char *daemon)
     if (strcmp(daemon, "model-gw") == 0)
         return &cfg->model_gw.plane;
     if (strcmp(daemon, "mcp-gw") == 0)
-        return &cfg->mcp_gw;
+        return &cfg->mcp_gw.plane;
     if (strcmp(daemon, "agent-gw") == 0)
         return &cfg->agent_gw;
     return NULL;

@@ -73,7 +73,64 @@ typedef struct tp_model_gw_config {
     tp_model_config_t *models;
     size_t model_count;
     int health_interval_ms; /* how often deployments with a health_path are probed */
+    char *readiness;        /* every_model | any_model | none: what /readyz asks of the models */
 } tp_model_gw_config_t;
+
+/* A header sent to an upstream MCP server over HTTP (secrets via ${ENV}). */
+typedef struct tp_mcp_header_config {
+    char *name;
+    char *value;
+} tp_mcp_header_config_t;
+
+/* One MCP server mcp-gw brokers: over Streamable HTTP (url) or a supervised stdio child. */
+typedef struct tp_mcp_server_config {
+    char *name;      /* [A-Za-z0-9_-]+, unique; the policy resource is "<name>/<tool>" */
+    char *transport; /* http | stdio */
+    char *url;       /* http: the server's MCP endpoint */
+    tp_mcp_header_config_t *headers;
+    size_t header_count;
+    char *command; /* stdio: the executable */
+    char **args;
+    size_t arg_count;
+    char **env; /* stdio: "NAME=VALUE", the child's whole environment */
+    size_t env_count;
+    char *cwd;                  /* stdio: working directory; NULL: the gateway's */
+    char *start;                /* stdio: on_demand | boot */
+    char *prefix;               /* prefix for tool and prompt names; NULL: "<name>__"; "": none */
+    int timeout_ms;             /* one request to this server, start to final answer */
+    int restart_min_ms;         /* stdio: first restart delay after the child died */
+    int restart_max_ms;         /* stdio: the delay doubles up to this */
+    int64_t max_response_bytes; /* one message from this server; larger ones are refused */
+} tp_mcp_server_config_t;
+
+/* A virtual server: /mcp/<name> exposes only the tools matching `tools` (globs on public names). */
+typedef struct tp_mcp_virtual_config {
+    char *name;
+    char **tools;
+    size_t tool_count;
+} tp_mcp_virtual_config_t;
+
+/* mcp-gw's section. */
+typedef struct tp_mcp_gw_config {
+    tp_plane_config_t plane; /* first: the table engine reads listen and workers at its offsets */
+    char *path;              /* the MCP endpoint */
+    char **allowed_origins;  /* Origin globs accepted (a request without Origin is accepted) */
+    size_t allowed_origin_count;
+    char **allowed_hosts; /* Host globs accepted (DNS-rebinding protection); empty: any */
+    size_t allowed_host_count;
+    tp_mcp_server_config_t *servers;
+    size_t server_count;
+    tp_mcp_virtual_config_t *virtual_servers;
+    size_t virtual_count;
+    int session_idle_timeout_ms; /* a session without traffic for this long is ended */
+    int max_sessions;            /* open sessions at most; initialize beyond it gets 503 */
+    int stream_buffer_events;    /* events kept per stream for Last-Event-ID resumption */
+    int list_changed_debounce_ms;
+    bool audit_arguments;               /* audit raw tool arguments (default: shape and hash only) */
+    char **authorization_servers;       /* OAuth protected-resource metadata; empty: not served */
+    size_t authorization_server_count;
+    char *resource_url; /* the resource identifier in that metadata; NULL: derived from the request */
+} tp_mcp_gw_config_t;
 
 typedef struct tp_store_config {
     char *path;            /* SQLite database file */
@@ -134,7 +191,7 @@ typedef struct tp_config {
     tp_store_config_t store;
     tp_control_config_t control;
     tp_model_gw_config_t model_gw;
-    tp_plane_config_t mcp_gw;
+    tp_mcp_gw_config_t mcp_gw;
     tp_plane_config_t agent_gw;
 } tp_config_t;
 

@@ -319,6 +319,8 @@ finish_shutdown(tp_daemon_t *d)
     if (abandoned > 0)
         tp_warn("shutdown: %lld requests in flight are abandoned", (long long)abandoned);
     tp_server_stop(d->server);
+    if (d->spec->on_stopped != NULL)
+        d->spec->on_stopped(d);
     tp_store_watch_stop(d->store);
     tp_control_close(d->control);
     d->control = NULL;
@@ -368,6 +370,8 @@ begin_shutdown(tp_daemon_t *d, const char *why)
                             "deadline_ms", d->cfg.common.shutdown_timeout_ms));
     d->drain_deadline_ms = uv_now(&d->loop) + (uint64_t)d->cfg.common.shutdown_timeout_ms;
     tp_server_begin_shutdown(d->server, &d->loop, on_listeners_closed, d);
+    if (d->spec->on_drain != NULL)
+        d->spec->on_drain(d);
 }
 
 static void
@@ -595,8 +599,11 @@ tp_daemon_main(const tp_daemon_spec_t *spec, int argc, char **argv)
     tp_info("stopped");
     rv = 0;
 out:
-    if (rv != 0 && d->server != NULL)
+    if (rv != 0 && d->server != NULL) {
         tp_server_stop(d->server);
+        if (d->spec->on_stopped != NULL)
+            d->spec->on_stopped(d);
+    }
     if (rv != 0 && d->control != NULL)
         tp_control_close(d->control);
     cleanup(d);

@@ -50,6 +50,14 @@ typedef struct tp_daemon_spec {
     int (*setup)(tp_daemon_t *d, char **err);
     /* Called on the main thread after a new state snapshot was installed. Optional. */
     void (*on_state)(tp_daemon_t *d, const void *state);
+    /* Called on the main thread when a graceful shutdown begins, after the listeners were asked to
+     * close: the plane ends work that would otherwise hold the drain until its deadline (server
+     * push streams that never end by themselves). Optional. */
+    void (*on_drain)(tp_daemon_t *d);
+    /* Called on the main thread once the workers have stopped (their loops no longer run), before
+     * the store closes: the plane releases what lives outside the process, such as child
+     * processes, synchronously. Optional. */
+    void (*on_stopped)(tp_daemon_t *d);
 } tp_daemon_spec_t;
 
 /* Runs the daemon; returns the process exit status (0 after a clean shutdown, 1 on a start-up

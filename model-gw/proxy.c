@@ -96,7 +96,7 @@ typedef struct proxy {
     bool paused;
     bool accounted; /* tokens were reserved and the request went upstream: settle at the end */
     bool seen_done; /* the upstream's stream reached data: [DONE] */
-    mg_sse_t sse;
+    tp_sse_t sse;
     mg_relay_t relay;
     pol_verdict_t verdict; /* never copied: it points into itself */
     pol_reservation_t reservation;
@@ -264,7 +264,7 @@ on_dispose(void *arg)
     free(p->in.data);
     free(p->pending.data);
     free(p->inflight.data);
-    mg_sse_dispose(&p->sse);
+    tp_sse_dispose(&p->sse);
 }
 
 /* An error before anything reached the client: the OpenAI envelope. */
@@ -391,8 +391,8 @@ on_head(tp_upstream_call_t *call, int status, const h2o_header_t *headers, size_
     if (p->stream && status == 200 && !p->finished) {
         /* The client's response starts with the first event, not now: an upstream that answers
          * 200 and breaks before any event can still be retried elsewhere. */
-        mg_sse_dispose(&p->sse);
-        mg_sse_init(&p->sse, MAX_SSE_EVENT);
+        tp_sse_dispose(&p->sse);
+        tp_sse_init(&p->sse, MAX_SSE_EVENT);
         p->relaying = true;
     }
     return 0;
@@ -413,7 +413,7 @@ on_body(tp_upstream_call_t *call, const char *buf, size_t len)
         buf_add(&p->in, buf, len);
         return;
     }
-    if (mg_sse_feed(&p->sse, buf, len, on_event, p) != 0) {
+    if (tp_sse_feed(&p->sse, buf, len, on_event, p) != 0) {
         tp_upstream_cancel(call);
         p->call = NULL;
         release_deployment(p);
@@ -482,11 +482,11 @@ on_done(tp_upstream_call_t *call, const char *error)
         /* Bytes reached the client: never retry; end the stream with an error event if it broke.
          * A stream without its [DONE] is broken even when the connection closed cleanly (h2o 2.2
          * reports a chunked body cut at a chunk boundary as complete). */
-        if (error != NULL || mg_sse_pending(&p->sse) || !p->seen_done) {
+        if (error != NULL || tp_sse_pending(&p->sse) || !p->seen_done) {
             char msg[256];
             snprintf(msg, sizeof(msg), "the upstream failed mid-stream: %s",
                      error != NULL             ? error
-                     : mg_sse_pending(&p->sse) ? "the stream ended inside an event"
+                     : tp_sse_pending(&p->sse) ? "the stream ended inside an event"
                                                : "the stream ended before [DONE]");
             append_stream_error(p, msg);
             tp_log_fields(TP_LOG_WARN, p->r->id, "upstream failed mid-stream",

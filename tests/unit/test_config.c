@@ -45,14 +45,14 @@ assert_errors(const char *text, const char *expected)
 }
 
 static void
-assert_default_listener(const tp_plane_config_t *plane, int port)
+assert_default_listener(const tp_plane_config_t *plane, int port, int workers)
 {
     assert_int_equal(plane->listen_count, 1);
     assert_string_equal(plane->listen[0].host, TP_CFG_DEFAULT_HOST);
     assert_int_equal(plane->listen[0].port, port);
     assert_null(plane->listen[0].tls_cert);
     assert_null(plane->listen[0].tls_key);
-    assert_int_equal(plane->workers, 0);
+    assert_int_equal(plane->workers, workers);
 }
 
 static void
@@ -71,9 +71,13 @@ assert_defaults(const tp_config_t *cfg)
     assert_int_equal(cfg->store.writer_flush_ms, 5);
     assert_int_equal(cfg->store.writer_block_ms, 5);
     assert_string_equal(cfg->control.dir, TP_CFG_DEFAULT_CONTROL_DIR);
-    assert_default_listener(&cfg->model_gw.plane, 9080);
-    assert_default_listener(&cfg->mcp_gw, 9081);
-    assert_default_listener(&cfg->agent_gw, 9082);
+    assert_default_listener(&cfg->model_gw.plane, 9080, 0);
+    assert_default_listener(&cfg->mcp_gw.plane, 9081, 1); /* one event loop */
+    assert_string_equal(cfg->mcp_gw.path, "/mcp");
+    assert_int_equal(cfg->mcp_gw.server_count, 0);
+    assert_int_equal(cfg->mcp_gw.allowed_origin_count, 5);
+    assert_string_equal(cfg->model_gw.readiness, "every_model");
+    assert_default_listener(&cfg->agent_gw, 9082, 0);
 }
 
 static void
@@ -160,12 +164,12 @@ full_file_sets_every_field(void **state)
     assert_string_equal(cfg.model_gw.plane.listen[1].tls_cert, "/tls/cert.pem");
     assert_string_equal(cfg.model_gw.plane.listen[1].tls_key, "/tls/key.pem");
 
-    assert_int_equal(cfg.mcp_gw.listen_count, 1);
-    assert_string_equal(cfg.mcp_gw.listen[0].host, TP_CFG_DEFAULT_HOST); /* per-listener default */
-    assert_int_equal(cfg.mcp_gw.listen[0].port, 7000);
+    assert_int_equal(cfg.mcp_gw.plane.listen_count, 1);
+    assert_string_equal(cfg.mcp_gw.plane.listen[0].host, TP_CFG_DEFAULT_HOST); /* per-listener default */
+    assert_int_equal(cfg.mcp_gw.plane.listen[0].port, 7000);
     assert_int_equal(cfg.agent_gw.workers, 256);
     assert_default_listener(
-        &(tp_plane_config_t){ .listen = cfg.agent_gw.listen, .listen_count = cfg.agent_gw.listen_count }, 9082);
+        &(tp_plane_config_t){ .listen = cfg.agent_gw.listen, .listen_count = cfg.agent_gw.listen_count }, 9082, 0);
     tp_config_free(&cfg);
 }
 
@@ -176,7 +180,7 @@ plane_by_daemon_name(void **state)
     tp_config_t cfg;
     assert_null(load(full_file, &cfg));
     assert_ptr_equal(tp_config_plane(&cfg, "model-gw"), &cfg.model_gw);
-    assert_ptr_equal(tp_config_plane(&cfg, "mcp-gw"), &cfg.mcp_gw);
+    assert_ptr_equal(tp_config_plane(&cfg, "mcp-gw"), &cfg.mcp_gw.plane);
     assert_ptr_equal(tp_config_plane(&cfg, "agent-gw"), &cfg.agent_gw);
     assert_null(tp_config_plane(&cfg, "model_gw"));
     assert_null(tp_config_plane(&cfg, "gwctl"));

@@ -52,13 +52,13 @@ static void
 whole_stream_at_once(void **state)
 {
     (void)state;
-    mg_sse_t s;
-    mg_sse_init(&s, 1024);
+    tp_sse_t s;
+    tp_sse_init(&s, 1024);
     collected_t c = { .count = 0 };
-    assert_int_equal(mg_sse_feed(&s, STREAM, sizeof(STREAM) - 1, collect, &c), 0);
+    assert_int_equal(tp_sse_feed(&s, STREAM, sizeof(STREAM) - 1, collect, &c), 0);
     check(&c);
-    assert_false(mg_sse_pending(&s));
-    mg_sse_dispose(&s);
+    assert_false(tp_sse_pending(&s));
+    tp_sse_dispose(&s);
 }
 
 static void
@@ -67,49 +67,49 @@ split_at_every_byte(void **state)
     (void)state;
     size_t n = sizeof(STREAM) - 1;
     for (size_t cut = 1; cut < n; cut++) {
-        mg_sse_t s;
-        mg_sse_init(&s, 1024);
+        tp_sse_t s;
+        tp_sse_init(&s, 1024);
         collected_t c = { .count = 0 };
-        assert_int_equal(mg_sse_feed(&s, STREAM, cut, collect, &c), 0);
-        assert_int_equal(mg_sse_feed(&s, STREAM + cut, n - cut, collect, &c), 0);
+        assert_int_equal(tp_sse_feed(&s, STREAM, cut, collect, &c), 0);
+        assert_int_equal(tp_sse_feed(&s, STREAM + cut, n - cut, collect, &c), 0);
         check(&c);
-        mg_sse_dispose(&s);
+        tp_sse_dispose(&s);
     }
     /* And one byte at a time. */
-    mg_sse_t s;
-    mg_sse_init(&s, 1024);
+    tp_sse_t s;
+    tp_sse_init(&s, 1024);
     collected_t c = { .count = 0 };
     for (size_t i = 0; i < n; i++)
-        assert_int_equal(mg_sse_feed(&s, STREAM + i, 1, collect, &c), 0);
+        assert_int_equal(tp_sse_feed(&s, STREAM + i, 1, collect, &c), 0);
     check(&c);
-    mg_sse_dispose(&s);
+    tp_sse_dispose(&s);
 }
 
 static void
 oversized_event_is_an_error(void **state)
 {
     (void)state;
-    mg_sse_t s;
-    mg_sse_init(&s, 16);
+    tp_sse_t s;
+    tp_sse_init(&s, 16);
     collected_t c = { .count = 0 };
     const char big[] = "data: 0123456789abcdefghij\n\n";
-    assert_int_equal(mg_sse_feed(&s, big, sizeof(big) - 1, collect, &c), -1);
+    assert_int_equal(tp_sse_feed(&s, big, sizeof(big) - 1, collect, &c), -1);
     assert_int_equal(c.count, 0);
-    mg_sse_dispose(&s);
+    tp_sse_dispose(&s);
 }
 
 static void
 cut_mid_event_is_pending(void **state)
 {
     (void)state;
-    mg_sse_t s;
-    mg_sse_init(&s, 1024);
+    tp_sse_t s;
+    tp_sse_init(&s, 1024);
     collected_t c = { .count = 0 };
     const char part[] = "data: {\"a\":1}\n\ndata: {\"b\"";
-    assert_int_equal(mg_sse_feed(&s, part, sizeof(part) - 1, collect, &c), 0);
+    assert_int_equal(tp_sse_feed(&s, part, sizeof(part) - 1, collect, &c), 0);
     assert_int_equal(c.count, 1);
-    assert_true(mg_sse_pending(&s));
-    mg_sse_dispose(&s);
+    assert_true(tp_sse_pending(&s));
+    tp_sse_dispose(&s);
 }
 
 static int
@@ -125,12 +125,12 @@ static void
 callback_can_stop(void **state)
 {
     (void)state;
-    mg_sse_t s;
-    mg_sse_init(&s, 1024);
+    tp_sse_t s;
+    tp_sse_init(&s, 1024);
     int calls = 0;
-    assert_int_equal(mg_sse_feed(&s, STREAM, sizeof(STREAM) - 1, stop_after_first, &calls), 42);
+    assert_int_equal(tp_sse_feed(&s, STREAM, sizeof(STREAM) - 1, stop_after_first, &calls), 42);
     assert_int_equal(calls, 1);
-    mg_sse_dispose(&s);
+    tp_sse_dispose(&s);
 }
 
 int

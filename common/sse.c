@@ -6,14 +6,14 @@
 #include "mem.h"
 
 void
-mg_sse_init(mg_sse_t *s, size_t max_event)
+tp_sse_init(tp_sse_t *s, size_t max_event)
 {
     memset(s, 0, sizeof(*s));
     s->max_event = max_event;
 }
 
 void
-mg_sse_dispose(mg_sse_t *s)
+tp_sse_dispose(tp_sse_t *s)
 {
     free(s->buf);
     free(s->line);
@@ -39,7 +39,7 @@ append(char **buf, size_t *len, size_t *cap, const char *bytes, size_t n, size_t
 
 /* One complete line (without its end). An empty line dispatches the event. */
 static int
-process_line(mg_sse_t *s, const char *line, size_t n, mg_sse_event_cb cb, void *data)
+process_line(tp_sse_t *s, const char *line, size_t n, tp_sse_event_cb cb, void *data)
 {
     if (n == 0) {
         if (!s->has_data)
@@ -66,7 +66,7 @@ process_line(mg_sse_t *s, const char *line, size_t n, mg_sse_event_cb cb, void *
 }
 
 int
-mg_sse_feed(mg_sse_t *s, const char *bytes, size_t len, mg_sse_event_cb cb, void *data)
+tp_sse_feed(tp_sse_t *s, const char *bytes, size_t len, tp_sse_event_cb cb, void *data)
 {
     size_t i = 0;
     while (i < len) {
@@ -103,7 +103,7 @@ mg_sse_feed(mg_sse_t *s, const char *bytes, size_t len, mg_sse_event_cb cb, void
 }
 
 bool
-mg_sse_pending(const mg_sse_t *s)
+tp_sse_pending(const tp_sse_t *s)
 {
     return s->has_data || s->line_len != 0;
 }
