@@ -159,6 +159,27 @@ static const char *const migrations[] = {
     "ALTER TABLE usage ADD COLUMN latency_ms REAL;" /* the whole request, as the client saw it */
     "ALTER TABLE usage ADD COLUMN ttft_ms REAL;"    /* to the first streamed event or the answer */
     "ALTER TABLE usage ADD COLUMN upstream TEXT;",  /* the deployment that answered (its URL) */
+
+    /* 4: MCP tool pins (mcp-gw/pins.c). The definition of each upstream tool as first seen or
+     * as last approved, and a drifted one awaiting an operator's approval. Snapshotted: an
+     * approval must reach every mcp-gw at once. */
+    "CREATE TABLE mcp_tool_pins ("
+    "  server TEXT NOT NULL,"     /* the configured MCP server's name */
+    "  tool TEXT NOT NULL,"       /* the upstream's own tool name, before any prefix */
+    "  hash TEXT NOT NULL,"       /* SHA-256 (hex) of the approved definition's canonical JSON */
+    "  definition TEXT NOT NULL," /* that definition, as JSON */
+    "  status TEXT NOT NULL DEFAULT 'pinned' CHECK (status IN ('pinned', 'quarantined')),"
+    "  seen_hash TEXT,"       /* quarantined: the hash of the drifted definition; else NULL */
+    "  seen_definition TEXT," /* quarantined: the drifted definition, as JSON; else NULL */
+    "  first_seen_ms INTEGER NOT NULL,"
+    "  changed_ms INTEGER NOT NULL," /* the last change of hash or status */
+    "  approved_by TEXT,"            /* who approved the current definition; NULL: pinned on first sight */
+    "  approved_ms INTEGER,"
+    "  PRIMARY KEY (server, tool)"
+    ");"
+    /* gwctl mcp tools --drift, and whatever counts quarantined tools. */
+    "CREATE INDEX mcp_tool_pins_quarantined ON mcp_tool_pins (server, tool) WHERE status = "
+    "'quarantined';" BUMP_TRIGGERS("mcp_tool_pins"),
 };
 
 #define MIGRATIONS_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -66,5 +66,6 @@ extern const gwctl_command_t gwctl_cmd_budget;
 extern const gwctl_command_t gwctl_cmd_usage;
 extern const gwctl_command_t gwctl_cmd_audit;
 extern const gwctl_command_t gwctl_cmd_apply;
+extern const gwctl_command_t gwctl_cmd_mcp;
 
 #endif

@@ -29,6 +29,8 @@ static const gwctl_command_t *const commands[] = {
     &gwctl_cmd_limit,
     &gwctl_cmd_budget,
     &gwctl_cmd_apply,
+    /* the planes' own state */
+    &gwctl_cmd_mcp,
     /* what happened */
     &gwctl_cmd_usage,
     &gwctl_cmd_audit,
