@@ -10,6 +10,7 @@ tp_sse_init(tp_sse_t *s, size_t max_event)
 {
     memset(s, 0, sizeof(*s));
     s->max_event = max_event;
+    s->retry_ms = -1;
 }
 
 void
@@ -17,7 +18,10 @@ tp_sse_dispose(tp_sse_t *s)
 {
     free(s->buf);
     free(s->line);
+    free(s->id_buf);
+    free(s->last_id);
     memset(s, 0, sizeof(*s));
+    s->retry_ms = -1;
 }
 
 static int
@@ -25,6 +29,8 @@ append(char **buf, size_t *len, size_t *cap, const char *bytes, size_t n, size_t
 {
     if (*len + n > max)
         return -1;
+    if (n == 0)
+        return 0; /* *buf may still be NULL: memcpy must not see it */
     if (*len + n > *cap) {
         size_t want = *cap != 0 ? *cap : 256;
         while (want < *len + n)
@@ -37,11 +43,49 @@ append(char **buf, size_t *len, size_t *cap, const char *bytes, size_t n, size_t
     return 0;
 }
 
+/* The end of an event: its ID becomes the last event ID (the specification commits it even for an
+ * event without data, as MCP's priming event). */
+static void
+commit_id(tp_sse_t *s)
+{
+    if (!s->id_seen)
+        return;
+    s->id_seen = false;
+    free(s->last_id);
+    s->last_id = s->id_buf != NULL && s->id_buf[0] != '\0' ? tp_strdup(s->id_buf) : NULL;
+}
+
+static void
+set_id(tp_sse_t *s, const char *value, size_t n)
+{
+    if (memchr(value, '\0', n) != NULL)
+        return; /* ignored, as the specification says */
+    free(s->id_buf);
+    s->id_buf = tp_strndup(value, n);
+    s->id_seen = true;
+}
+
+static void
+set_retry(tp_sse_t *s, const char *value, size_t n)
+{
+    long long ms = 0;
+    if (n == 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (value[i] < '0' || value[i] > '9')
+            return;               /* ignored, as the specification says */
+        if (ms < 1000000000000LL) /* clamp: no one waits 30 years */
+            ms = ms * 10 + (value[i] - '0');
+    }
+    s->retry_ms = ms;
+}
+
 /* One complete line (without its end). An empty line dispatches the event. */
 static int
 process_line(tp_sse_t *s, const char *line, size_t n, tp_sse_event_cb cb, void *data)
 {
     if (n == 0) {
+        commit_id(s);
         if (!s->has_data)
             return 0;
         int rv = cb(data, s->buf != NULL ? s->buf : "", s->len);
@@ -53,12 +97,20 @@ process_line(tp_sse_t *s, const char *line, size_t n, tp_sse_event_cb cb, void *
         return 0; /* a comment, e.g. a keep-alive */
     const char *colon = memchr(line, ':', n);
     size_t name_len = colon != NULL ? (size_t)(colon - line) : n;
-    if (name_len != 4 || memcmp(line, "data", 4) != 0)
-        return 0; /* event, id, retry: not needed to relay completions */
     const char *value = colon != NULL ? colon + 1 : line + n;
     if (value < line + n && *value == ' ')
         value++;
     size_t value_len = (size_t)(line + n - value);
+    if (name_len == 2 && memcmp(line, "id", 2) == 0) {
+        set_id(s, value, value_len);
+        return 0;
+    }
+    if (name_len == 5 && memcmp(line, "retry", 5) == 0) {
+        set_retry(s, value, value_len);
+        return 0;
+    }
+    if (name_len != 4 || memcmp(line, "data", 4) != 0)
+        return 0; /* event, or unknown: not needed */
     if (s->has_data && append(&s->buf, &s->len, &s->cap, "\n", 1, s->max_event) != 0)
         return -1;
     s->has_data = true;
@@ -106,4 +158,16 @@ bool
 tp_sse_pending(const tp_sse_t *s)
 {
     return s->has_data || s->line_len != 0;
+}
+
+const char *
+tp_sse_last_id(const tp_sse_t *s)
+{
+    return s->last_id;
+}
+
+long long
+tp_sse_retry_ms(const tp_sse_t *s)
+{
+    return s->retry_ms;
 }

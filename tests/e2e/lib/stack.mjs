@@ -33,7 +33,7 @@ export function configText({ dir, common = [], tls = null, ports = {}, extra = {
     `  dir: ${path.join(dir, 'run')}`,
   ];
   for (const name of DAEMONS) {
-    lines.push(`${SECTION[name]}:`, '  workers: 2', '  listen:', '    - host: 127.0.0.1', `      port: ${ports[name] ?? 0}`);
+    lines.push(`${SECTION[name]}:`, `  workers: ${name === 'mcp-gw' ? 1 : 2}`, '  listen:', '    - host: 127.0.0.1', `      port: ${ports[name] ?? 0}`);
     if (tls) lines.push(`      tls_cert: ${tls.cert}`, `      tls_key: ${tls.key}`);
     for (const l of extra[SECTION[name]] ?? []) lines.push(`  ${l}`);
   }
