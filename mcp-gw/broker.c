@@ -200,7 +200,7 @@ mcp_broker_initialize(mcp_gateway_t *gw, tp_request_t *r, json_t *msg, const pol
             mcp_jsonrpc_error(id, JSONRPC_INVALID_PARAMS, "initialize needs params.protocolVersion (a string)", NULL));
         return;
     }
-    mcp_session_t *s = mcp_session_new(gw, v->identity.principal->id);
+    mcp_session_t *s = mcp_session_new(gw, v->identity.principal->id, v->identity.principal->team);
     if (s == NULL) {
         tp_http_send_json(r, 503, mcp_jsonrpc_error(id, JSONRPC_INTERNAL_ERROR, "too many open sessions", NULL));
         return;

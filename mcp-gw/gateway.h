@@ -141,6 +141,7 @@ struct mcp_session {
     mcp_gateway_t *gw;
     char id[MCP_SESSION_ID_LEN + 1];
     char *principal; /* the principal that opened it; others get 404 */
+    char *team;      /* its team then (NULL: none), for kill switches on teams */
     char *protocol;  /* negotiated protocol version */
     json_t *client_capabilities;
     json_t *client_info;
@@ -163,8 +164,9 @@ struct mcp_session {
 void mcp_session_ref(mcp_session_t *s);
 void mcp_session_unref(mcp_session_t *s);
 
-/* Creates a session for `principal` with a fresh random id. NULL when max_sessions is reached. */
-mcp_session_t *mcp_session_new(mcp_gateway_t *gw, const char *principal);
+/* Creates a session for `principal` (of `team`, or NULL) with a fresh random id. NULL when
+ * max_sessions is reached. */
+mcp_session_t *mcp_session_new(mcp_gateway_t *gw, const char *principal, const char *team);
 /* Finds a live session by id; NULL when unknown or ended. Refreshes its idle time. */
 mcp_session_t *mcp_session_find(mcp_gateway_t *gw, const char *id, size_t len);
 /* Ends a session: cancels its calls upstream, closes its streams and links, forgets it. */

@@ -64,7 +64,7 @@ make_id(char out[MCP_SESSION_ID_LEN + 1])
 }
 
 mcp_session_t *
-mcp_session_new(mcp_gateway_t *gw, const char *principal)
+mcp_session_new(mcp_gateway_t *gw, const char *principal, const char *team)
 {
     mcp_session_table_t *t = table(gw);
     if (t->count >= (size_t)gw->cfg->max_sessions)
@@ -73,6 +73,7 @@ mcp_session_new(mcp_gateway_t *gw, const char *principal)
     s->gw = gw;
     make_id(s->id);
     s->principal = tp_strdup(principal);
+    s->team = team != NULL ? tp_strdup(team) : NULL;
     s->links = tp_calloc(gw->num_servers > 0 ? gw->num_servers : 1, sizeof(mcp_link_t *));
     s->subscriptions = json_object();
     s->server_requests = json_object();
@@ -157,6 +158,7 @@ session_free(mcp_session_t *s)
     json_decref(s->server_requests);
     free(s->links);
     free(s->principal);
+    free(s->team);
     free(s->protocol);
     free(s->virtual_name);
     free(s);

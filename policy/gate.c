@@ -62,8 +62,8 @@ pol_gate_refuse(tp_request_t *r, const pol_verdict_t *v)
 
 /* ---- the checks ---- */
 
-static bool
-kill_covers(const pol_kill_t *k, const pol_principal_t *p, int64_t now)
+bool
+pol_kill_covers(const pol_kill_t *k, const pol_principal_t *p, int64_t now)
 {
     if (k->expires_at_ms != 0 && k->expires_at_ms <= now)
         return false;
@@ -82,7 +82,7 @@ static const pol_kill_t *
 find_kill(const pol_snapshot_t *snap, const pol_principal_t *p, int64_t now)
 {
     for (size_t i = 0; i < snap->num_kills; i++) {
-        if (kill_covers(&snap->kills[i], p, now))
+        if (pol_kill_covers(&snap->kills[i], p, now))
             return &snap->kills[i];
     }
     return NULL;

@@ -21,6 +21,7 @@
 #include "budget.h"
 #include "daemon.h"
 #include "rules.h"
+#include "snapshot.h"
 
 typedef struct pol_gate pol_gate_t;
 
@@ -78,6 +79,11 @@ bool pol_gate_authorize(pol_gate_t *g, tp_request_t *r, const char *resource, co
 void pol_gate_refuse(tp_request_t *r, const pol_verdict_t *v);
 
 void pol_verdict_clear(pol_verdict_t *v);
+
+/* Whether kill k covers principal p at Unix time `now` (ms): its id for a principal or agent
+ * kill, its team for a team kill, everyone for "all"; an expired kill covers no one. Planes use
+ * it to end the long-lived work (sessions, streams) of a principal a new kill covers. */
+bool pol_kill_covers(const pol_kill_t *k, const pol_principal_t *p, int64_t now);
 
 /* Reserves an estimate of tokens (and its cost from the configured prices) against the
  * caller's budgets and tokens-per-minute limits before a request goes upstream. Returns true

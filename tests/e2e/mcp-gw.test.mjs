@@ -2,7 +2,8 @@
 // once: server-everything over stdio, server-memory over stdio, and the project's conformance
 // fixture over Streamable HTTP.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import net from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -38,14 +39,48 @@ async function connect(stack, key, { capabilities = {}, endpoint = '/mcp', handl
   return client;
 }
 
+async function freePort() {
+  const srv = net.createServer();
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+// server-everything over Streamable HTTP on a port of ours (it listens on every interface; the
+// test only ever connects to 127.0.0.1). Resolves once it answers.
+async function startEverythingHttp(port) {
+  const proc = spawn(process.execPath, [EVERYTHING, 'streamableHttp'], { env: { ...process.env, PORT: String(port) }, stdio: 'ignore' });
+  const up = await eventually(async () => {
+    try {
+      await fetch(`http://127.0.0.1:${port}/mcp`, { method: 'GET' });
+      return true;
+    } catch {
+      return false;
+    }
+  }, 15000, 50);
+  assert.ok(up, 'server-everything (HTTP) started');
+  return {
+    proc,
+    async stop() {
+      const exited = new Promise((resolve) => proc.on('exit', resolve));
+      proc.kill('SIGINT');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    },
+  };
+}
+
 function text(result) {
   return result.content.filter((c) => c.type === 'text').map((c) => c.text).join('\n');
 }
 
 describe('mcp-gw with real MCP servers', () => {
-  let stack, conf, alice, bob, aliceKey, bobKey;
+  let stack, conf, evhttp, evport, alice, bob, aliceKey, bobKey;
   before(async () => {
     conf = await startConformanceFixture();
+    evport = await freePort();
+    evhttp = await startEverythingHttp(evport);
     const dir = path.join('/tmp', `mcp-e2e-${process.pid}`);
     stack = await Stack.start({
       daemons: ['mcp-gw'],
@@ -70,6 +105,9 @@ describe('mcp-gw with real MCP servers', () => {
           '  - name: conf',
           '    transport: http',
           `    url: ${conf.url}`,
+          '  - name: evhttp',
+          '    transport: http',
+          `    url: http://127.0.0.1:${evport}/mcp`,
           'virtual_servers:',
           '  - name: echo-only',
           '    tools: [everything__echo]',
@@ -96,7 +134,17 @@ describe('mcp-gw with real MCP servers', () => {
     await bob?.close();
     const results = await stack?.close();
     await conf?.stop();
+    await evhttp?.stop();
     assert.equal(results?.['mcp-gw'].code, 0, stack?.daemons['mcp-gw'].tail());
+    // The gateway stopped its stdio children with itself.
+    const left = (() => {
+      try {
+        return execFileSync('pgrep', ['-f', `${MEMORY}|${EVERYTHING} stdio`]).toString().trim();
+      } catch {
+        return '';
+      }
+    })();
+    assert.equal(left, '', 'no stdio server outlives the gateway');
   });
 
   test('tools of every server are listed, namespaced, and filtered by policy', async () => {
@@ -121,6 +169,8 @@ describe('mcp-gw with real MCP servers', () => {
     assert.ok(!g.isError, text(g));
     const c = await alice.callTool({ name: 'conf__test_simple_text', arguments: {} });
     assert.ok(!c.isError, text(c));
+    const h = await alice.callTool({ name: 'evhttp__echo', arguments: { message: 'over http' } });
+    assert.match(text(h), /over http/);
   });
 
   test('a hallucinated tool gets an error that names the nearest tool', async () => {
@@ -239,6 +289,58 @@ describe('mcp-gw with real MCP servers', () => {
     assert.equal(approve.status, 0, approve.stderr);
     const back = await eventually(async () => (await alice.listTools()).tools.some((t) => t.name === 'memory__read_graph'));
     assert.ok(back, 'approved tool is listed again');
+  });
+
+  test('rate limits apply per principal and per tool', async () => {
+    assert.equal(stack.gwctl('limit', 'set', '--principal', 'alice', '--resource', 'everything/get-tiny-image', '--rpm', '2').status, 0);
+    const call = () => alice.callTool({ name: 'everything__get-tiny-image', arguments: {} });
+    const limited = await eventually(async () => {
+      try {
+        await call();
+        return false;
+      } catch (e) {
+        return e.code === -32011 ? e : false;
+      }
+    }, 5000, 10);
+    assert.ok(limited, 'the third call in a minute is refused');
+    assert.ok(limited.data.retry_after_s > 0);
+    const other = await alice.callTool({ name: 'everything__echo', arguments: { message: 'still fine' } });
+    assert.match(text(other), /still fine/);
+  });
+
+  test('a killed principal is refused and its open sessions end; a release restores it', async () => {
+    const kill = "INSERT INTO kills (target_kind, target, reason, created_by, created_at_ms) VALUES ('principal', 'bob', 'drill', 'e2e', strftime('%s','now') * 1000)";
+    stack.sql(kill);
+    const ended = await eventually(async () => {
+      try {
+        await bob.listTools();
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    assert.ok(ended, "bob's session ended");
+    await assert.rejects(connect(stack, bobKey), /403|suspended/i);
+    const r = await alice.callTool({ name: 'everything__echo', arguments: { message: 'unaffected' } });
+    assert.match(text(r), /unaffected/);
+    stack.sql("UPDATE kills SET released_at_ms = strftime('%s','now') * 1000, released_by = 'e2e' WHERE target = 'bob'");
+    const back = await eventually(async () => {
+      try {
+        bob = await connect(stack, bobKey);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    assert.ok(back, 'bob can connect again');
+  });
+
+  test('an HTTP server that restarts loses its sessions; the gateway opens new ones', async () => {
+    await evhttp.stop();
+    await assert.rejects(alice.callTool({ name: 'evhttp__echo', arguments: { message: 'down' } }), (e) => e.code === -32012);
+    evhttp = await startEverythingHttp(evport);
+    const r = await alice.callTool({ name: 'evhttp__echo', arguments: { message: 'back' } });
+    assert.match(text(r), /back/);
   });
 
   test('a stdio server that dies is restarted, and calls work again', async () => {
