@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 /* By path: mcp-gw is not on the tests' include path, where its stdio.h would shadow <stdio.h>. */
-#include "../../mcp-gw/pins.h"
+#include "pins.h"
 #include "store.h"
 
 #define BUSY_TIMEOUT_MS 5000
