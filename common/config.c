@@ -723,9 +723,152 @@ static const tp_cfg_field_t mcp_gw_fields[] = {
     { .key = NULL },
 };
 
+/* ---- agent_gw ---- */
+
+static const char *const a2a_versions[] = { "0.3", "1.0", NULL };
+
+static const tp_cfg_field_t agent_fields[] = {
+    { .key = "name",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_agent_config_t, name),
+      .required = true,
+      .validate = check_mcp_name,
+      .doc = "the agent's name: the policy resource, the path /agents/NAME, and the principal id it calls as" },
+    { .key = "url",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_agent_config_t, url),
+      .required = true,
+      .validate = check_url,
+      .doc = "the agent's JSON-RPC endpoint" },
+    { .key = "card_url",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_agent_config_t, card_url),
+      .validate = check_url,
+      .doc = "its agent card; default ORIGIN/.well-known/agent-card.json of url" },
+    { .key = "version",
+      .type = TP_CFG_ENUM,
+      .offset = offsetof(tp_agent_config_t, version),
+      .def = "0.3",
+      .choices = a2a_versions,
+      .doc = "the A2A version the agent speaks (1.0 sends A2A-Version: 1.0 upstream)" },
+    { .key = "headers",
+      .type = TP_CFG_LIST,
+      .offset = offsetof(tp_agent_config_t, headers),
+      .count_offset = offsetof(tp_agent_config_t, header_count),
+      .sub = mcp_header_fields,
+      .elem_size = sizeof(tp_mcp_header_config_t),
+      .doc = "headers sent upstream, each {name, value}, e.g. the agent's credential from ${ENV}" },
+    { .key = "labels",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_agent_config_t, labels),
+      .count_offset = offsetof(tp_agent_config_t, label_count),
+      .validate = check_env_entry,
+      .doc = "KEY=VALUE labels, shown in listings" },
+    { .key = "timeout_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_agent_config_t, timeout_ms),
+      .def = "120000",
+      .min = 100,
+      .max = INT_MAX,
+      .doc = "longest a non-streaming call to the agent may take" },
+    { .key = "max_concurrent_tasks",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_agent_config_t, max_concurrent_tasks),
+      .def = "0",
+      .min = 0,
+      .max = INT_MAX,
+      .doc = "requests in flight to this agent at most; 0: no cap" },
+    { .key = NULL },
+};
+
+static const char *
+check_agent_gw(const void *value)
+{
+    const tp_agent_gw_config_t *g = value;
+    const char *msg = check_plane(&g->plane);
+    if (msg != NULL)
+        return msg;
+    for (size_t i = 0; i < g->agent_count; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(g->agents[i].name, g->agents[j].name) == 0)
+                return "agents has two agents with the same name";
+        }
+    }
+    if (g->chain_key != NULL && strlen(g->chain_key) < 32)
+        return "chain_key must be at least 32 bytes";
+    return NULL;
+}
+
+_Static_assert(offsetof(tp_agent_gw_config_t, plane) == 0, "the plane settings must come first");
+
 static const tp_cfg_field_t agent_gw_fields[] = {
     LISTEN_FIELD("9082"),
     WORKERS_FIELD,
+    { .key = "agents",
+      .type = TP_CFG_LIST,
+      .offset = offsetof(tp_agent_gw_config_t, agents),
+      .count_offset = offsetof(tp_agent_gw_config_t, agent_count),
+      .sub = agent_fields,
+      .elem_size = sizeof(tp_agent_config_t),
+      .doc = "the agents agent-gw fronts (more with gwctl agent add)" },
+    { .key = "max_depth",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_agent_gw_config_t, max_depth),
+      .def = "4",
+      .min = 1,
+      .max = 64,
+      .doc = "delegation hops at most: a call deeper in a chain is refused (1: no delegation)" },
+    { .key = "chain_key",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_agent_gw_config_t, chain_key),
+      .doc = "HMAC key signing delegation chains (${ENV}, 32+ bytes); default: one generated and kept in the store" },
+    { .key = "max_parts",
+      .type = TP_CFG_INT64,
+      .offset = offsetof(tp_agent_gw_config_t, max_parts),
+      .def = "64",
+      .min = 1,
+      .max = 1000000,
+      .doc = "parts in one message at most" },
+    { .key = "max_file_bytes",
+      .type = TP_CFG_INT64,
+      .offset = offsetof(tp_agent_gw_config_t, max_file_bytes),
+      .def = "10485760",
+      .min = 0,
+      .max = INT64_MAX,
+      .doc = "inline bytes of one file part at most" },
+    { .key = "push_allowed_hosts",
+      .type = TP_CFG_STRINGS,
+      .offset = offsetof(tp_agent_gw_config_t, push_allowed_hosts),
+      .count_offset = offsetof(tp_agent_gw_config_t, push_allowed_host_count),
+      .def = "[]",
+      .doc = "host patterns ('*' matches any run) a push-notification URL may name; empty: any public host" },
+    { .key = "push_allow_http",
+      .type = TP_CFG_BOOL,
+      .offset = offsetof(tp_agent_gw_config_t, push_allow_http),
+      .def = "false",
+      .doc = "accept http:// push-notification URLs (default: https only)" },
+    { .key = "push_allow_private",
+      .type = TP_CFG_BOOL,
+      .offset = offsetof(tp_agent_gw_config_t, push_allow_private),
+      .def = "false",
+      .doc = "accept push-notification URLs on private, loopback and link-local addresses" },
+    { .key = "audit_content",
+      .type = TP_CFG_BOOL,
+      .offset = offsetof(tp_agent_gw_config_t, audit_content),
+      .def = "false",
+      .doc = "write raw message content to the audit log (default: a SHA-256 and sizes only)" },
+    { .key = "card_refresh_ms",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_agent_gw_config_t, card_refresh_ms),
+      .def = "300000",
+      .min = 0,
+      .max = INT_MAX,
+      .doc = "how long a fetched agent card is served before it is fetched again" },
+    { .key = "public_url",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_agent_gw_config_t, public_url),
+      .validate = check_url,
+      .doc = "the gateway's base URL written into agent cards; default: http://HOST of the request" },
     { .key = NULL },
 };
 
@@ -939,7 +1082,7 @@ const tp_cfg_field_t tp_config_table[] = {
       .type = TP_CFG_SECTION,
       .offset = offsetof(tp_config_t, agent_gw),
       .sub = agent_gw_fields,
-      .validate = check_plane,
+      .validate = check_agent_gw,
       .doc = "the agent gateway daemon" },
     { .key = NULL },
 };
@@ -1725,7 +1868,7 @@ tp_config_plane(const tp_config_t *cfg, const char *daemon)
     if (strcmp(daemon, "mcp-gw") == 0)
         return &cfg->mcp_gw.plane;
     if (strcmp(daemon, "agent-gw") == 0)
-        return &cfg->agent_gw;
+        return &cfg->agent_gw.plane;
     return NULL;
 }
 

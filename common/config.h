@@ -182,6 +182,39 @@ typedef struct tp_price_config {
     double output_per_million; /* currency units per million output tokens */
 } tp_price_config_t;
 
+/* One A2A agent agent-gw fronts (more can be added at run time with gwctl agent add). */
+typedef struct tp_agent_config {
+    char *name;     /* [A-Za-z0-9_-]+: the policy resource, the path /agents/<name>, and the principal id
+                       an agent calling through the gateway authenticates as */
+    char *url;      /* the agent's JSON-RPC endpoint */
+    char *card_url; /* its agent card; NULL: <origin of url>/.well-known/agent-card.json */
+    char *version;  /* 0.3 | 1.0: the A2A version pinned upstream (A2A-Version header for 1.0) */
+    tp_mcp_header_config_t *headers; /* sent upstream, e.g. the agent's own credential (${ENV}) */
+    size_t header_count;
+    char **labels; /* "key=value" */
+    size_t label_count;
+    int timeout_ms;           /* a non-streaming call, start to answer */
+    int max_concurrent_tasks; /* requests in flight to this agent at most; 0: no cap */
+} tp_agent_config_t;
+
+/* agent-gw's section. */
+typedef struct tp_agent_gw_config {
+    tp_plane_config_t plane; /* first: the table engine reads listen and workers at its offsets */
+    tp_agent_config_t *agents;
+    size_t agent_count;
+    int max_depth;              /* delegation hops at most (1: no delegation) */
+    char *chain_key;            /* HMAC key for delegation chains; NULL: a key kept in the store */
+    int64_t max_parts;          /* parts in one message at most */
+    int64_t max_file_bytes;     /* one file part's inline bytes (base64 decoded) at most */
+    char **push_allowed_hosts;  /* host patterns a push-notification URL may name; empty: any public host */
+    size_t push_allowed_host_count;
+    bool push_allow_http;       /* accept http:// push URLs (default: https only) */
+    bool push_allow_private;    /* accept private, loopback and link-local addresses (default: refused) */
+    bool audit_content;         /* audit raw message content (default: a hash and sizes only) */
+    int card_refresh_ms;        /* how long a fetched agent card is served before it is fetched again */
+    char *public_url;           /* the gateway's base URL in rewritten cards; NULL: from the request's Host */
+} tp_agent_gw_config_t;
+
 typedef struct tp_config {
     char *path; /* the file it was loaded from (absolute when possible) */
     tp_common_config_t common;
@@ -192,7 +225,7 @@ typedef struct tp_config {
     tp_control_config_t control;
     tp_model_gw_config_t model_gw;
     tp_mcp_gw_config_t mcp_gw;
-    tp_plane_config_t agent_gw;
+    tp_agent_gw_config_t agent_gw;
 } tp_config_t;
 
 /* Defaults, each with its reason. */

@@ -180,6 +180,49 @@ static const char *const migrations[] = {
     /* gwctl mcp tools --drift, and whatever counts quarantined tools. */
     "CREATE INDEX mcp_tool_pins_quarantined ON mcp_tool_pins (server, tool) WHERE status = "
     "'quarantined';" BUMP_TRIGGERS("mcp_tool_pins"),
+
+    /* 5: agent-gw's registry of agents added with gwctl (agent-gw/registry.c), and its task ledger
+     * (agent-gw/ledger.c). Agents are snapshotted: an operator's add or remove must reach every
+     * agent-gw at once. Tasks and their transitions are a record written through the batching
+     * writer; nothing snapshots them, so they have no triggers. */
+    "CREATE TABLE agents ("
+    "  name TEXT PRIMARY KEY," /* [A-Za-z0-9_-]+: the policy resource and the path /agents/<name> */
+    "  url TEXT NOT NULL,"     /* the agent's JSON-RPC endpoint */
+    "  card_url TEXT,"         /* its agent card; NULL: <origin of url>/.well-known/agent-card.json */
+    "  version TEXT NOT NULL DEFAULT '0.3' CHECK (version IN ('0.3', '1.0')),"
+    "  labels TEXT NOT NULL DEFAULT '{}'," /* JSON object of strings */
+    "  created_at_ms INTEGER NOT NULL,"
+    "  created_by TEXT NOT NULL"
+    ");"
+    /* States are stored in the A2A v0.3 spellings, whichever version the agent speaks. */
+    "CREATE TABLE tasks ("
+    "  agent TEXT NOT NULL," /* the target agent's name */
+    "  id TEXT NOT NULL,"    /* the task id the agent gave */
+    "  context_id TEXT,"
+    "  caller TEXT NOT NULL,"             /* the principal id that sent the message */
+    "  chain TEXT NOT NULL DEFAULT '[]'," /* JSON array: the delegation chain the call carried */
+    "  state TEXT NOT NULL CHECK (state IN ('submitted', 'working', 'input-required', 'auth-required', "
+    "'completed', 'canceled', 'failed', 'rejected', 'unknown')),"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL," /* the last change of state */
+    "  ended_ms INTEGER,"            /* when it reached a final state; NULL before */
+    "  PRIMARY KEY (agent, id)"
+    ");"
+    /* gwctl tasks list: newest first, alone or filtered by agent, caller or state; show by id. */
+    "CREATE INDEX tasks_created ON tasks (created_ms);"
+    "CREATE INDEX tasks_agent_created ON tasks (agent, created_ms);"
+    "CREATE INDEX tasks_caller_created ON tasks (caller, created_ms);"
+    "CREATE INDEX tasks_state_created ON tasks (state, created_ms);"
+    "CREATE INDEX tasks_id ON tasks (id);"
+    "CREATE TABLE task_transitions ("
+    "  id INTEGER PRIMARY KEY," /* the order of arrival, for transitions in the same millisecond */
+    "  agent TEXT NOT NULL,"
+    "  task_id TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  reason TEXT," /* why, when the gateway knows (a kill, a refusal); NULL for the agent's own */
+    "  at_ms INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX task_transitions_task ON task_transitions (agent, task_id, at_ms);" BUMP_TRIGGERS("agents"),
 };
 
 #define MIGRATIONS_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))

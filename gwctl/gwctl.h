@@ -67,5 +67,7 @@ extern const gwctl_command_t gwctl_cmd_usage;
 extern const gwctl_command_t gwctl_cmd_audit;
 extern const gwctl_command_t gwctl_cmd_apply;
 extern const gwctl_command_t gwctl_cmd_mcp;
+extern const gwctl_command_t gwctl_cmd_agent;
+extern const gwctl_command_t gwctl_cmd_tasks;
 
 #endif

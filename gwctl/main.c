@@ -31,6 +31,8 @@ static const gwctl_command_t *const commands[] = {
     &gwctl_cmd_apply,
     /* the planes' own state */
     &gwctl_cmd_mcp,
+    &gwctl_cmd_agent,
+    &gwctl_cmd_tasks,
     /* what happened */
     &gwctl_cmd_usage,
     &gwctl_cmd_audit,

@@ -77,7 +77,7 @@ assert_defaults(const tp_config_t *cfg)
     assert_int_equal(cfg->mcp_gw.server_count, 0);
     assert_int_equal(cfg->mcp_gw.allowed_origin_count, 5);
     assert_string_equal(cfg->model_gw.readiness, "every_model");
-    assert_default_listener(&cfg->agent_gw, 9082, 0);
+    assert_default_listener(&cfg->agent_gw.plane, 9082, 0);
 }
 
 static void
@@ -167,9 +167,9 @@ full_file_sets_every_field(void **state)
     assert_int_equal(cfg.mcp_gw.plane.listen_count, 1);
     assert_string_equal(cfg.mcp_gw.plane.listen[0].host, TP_CFG_DEFAULT_HOST); /* per-listener default */
     assert_int_equal(cfg.mcp_gw.plane.listen[0].port, 7000);
-    assert_int_equal(cfg.agent_gw.workers, 256);
+    assert_int_equal(cfg.agent_gw.plane.workers, 256);
     assert_default_listener(
-        &(tp_plane_config_t){ .listen = cfg.agent_gw.listen, .listen_count = cfg.agent_gw.listen_count }, 9082, 0);
+        &(tp_plane_config_t){ .listen = cfg.agent_gw.plane.listen, .listen_count = cfg.agent_gw.plane.listen_count }, 9082, 0);
     tp_config_free(&cfg);
 }
 
@@ -181,7 +181,7 @@ plane_by_daemon_name(void **state)
     assert_null(load(full_file, &cfg));
     assert_ptr_equal(tp_config_plane(&cfg, "model-gw"), &cfg.model_gw);
     assert_ptr_equal(tp_config_plane(&cfg, "mcp-gw"), &cfg.mcp_gw.plane);
-    assert_ptr_equal(tp_config_plane(&cfg, "agent-gw"), &cfg.agent_gw);
+    assert_ptr_equal(tp_config_plane(&cfg, "agent-gw"), &cfg.agent_gw.plane);
     assert_null(tp_config_plane(&cfg, "model_gw"));
     assert_null(tp_config_plane(&cfg, "gwctl"));
     tp_config_free(&cfg);
