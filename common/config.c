@@ -653,7 +653,8 @@ static const tp_cfg_field_t mcp_gw_fields[] = {
       .count_offset = offsetof(tp_mcp_gw_config_t, allowed_origin_count),
       .def = "[\"http://localhost\", \"http://localhost:*\", \"http://127.0.0.1\", \"http://127.0.0.1:*\", "
              "\"http://[::1]:*\"]",
-      .doc = "Origin patterns accepted ('*' matches any run of characters); a browser request from any other Origin gets 403 (requests without Origin "
+      .doc = "Origin patterns accepted ('*' matches any run of characters); a browser request from any other Origin "
+             "gets 403 (requests without Origin "
              "pass)" },
     { .key = "allowed_hosts",
       .type = TP_CFG_STRINGS,
@@ -1586,8 +1587,7 @@ parse_list(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yaml_node
     }
 }
 
-static void parse_list(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yaml_node_t *node,
-                       const char *path);
+static void parse_list(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yaml_node_t *node, const char *path);
 static void parse_strings_field(cfg_parser_t *p, const tp_cfg_field_t *f, void *base, const yaml_node_t *node,
                                 const char *path, size_t line);
 

@@ -126,8 +126,8 @@ typedef struct tp_mcp_gw_config {
     int max_sessions;            /* open sessions at most; initialize beyond it gets 503 */
     int stream_buffer_events;    /* events kept per stream for Last-Event-ID resumption */
     int list_changed_debounce_ms;
-    bool audit_arguments;               /* audit raw tool arguments (default: shape and hash only) */
-    char **authorization_servers;       /* OAuth protected-resource metadata; empty: not served */
+    bool audit_arguments;         /* audit raw tool arguments (default: shape and hash only) */
+    char **authorization_servers; /* OAuth protected-resource metadata; empty: not served */
     size_t authorization_server_count;
     char *resource_url; /* the resource identifier in that metadata; NULL: derived from the request */
 } tp_mcp_gw_config_t;
@@ -202,17 +202,17 @@ typedef struct tp_agent_gw_config {
     tp_plane_config_t plane; /* first: the table engine reads listen and workers at its offsets */
     tp_agent_config_t *agents;
     size_t agent_count;
-    int max_depth;              /* delegation hops at most (1: no delegation) */
-    char *chain_key;            /* HMAC key for delegation chains; NULL: a key kept in the store */
-    int64_t max_parts;          /* parts in one message at most */
-    int64_t max_file_bytes;     /* one file part's inline bytes (base64 decoded) at most */
-    char **push_allowed_hosts;  /* host patterns a push-notification URL may name; empty: any public host */
+    int max_depth;             /* delegation hops at most (1: no delegation) */
+    char *chain_key;           /* HMAC key for delegation chains; NULL: a key kept in the store */
+    int64_t max_parts;         /* parts in one message at most */
+    int64_t max_file_bytes;    /* one file part's inline bytes (base64 decoded) at most */
+    char **push_allowed_hosts; /* host patterns a push-notification URL may name; empty: any public host */
     size_t push_allowed_host_count;
-    bool push_allow_http;       /* accept http:// push URLs (default: https only) */
-    bool push_allow_private;    /* accept private, loopback and link-local addresses (default: refused) */
-    bool audit_content;         /* audit raw message content (default: a hash and sizes only) */
-    int card_refresh_ms;        /* how long a fetched agent card is served before it is fetched again */
-    char *public_url;           /* the gateway's base URL in rewritten cards; NULL: from the request's Host */
+    bool push_allow_http;    /* accept http:// push URLs (default: https only) */
+    bool push_allow_private; /* accept private, loopback and link-local addresses (default: refused) */
+    bool audit_content;      /* audit raw message content (default: a hash and sizes only) */
+    int card_refresh_ms;     /* how long a fetched agent card is served before it is fetched again */
+    char *public_url;        /* the gateway's base URL in rewritten cards; NULL: from the request's Host */
 } tp_agent_gw_config_t;
 
 typedef struct tp_config {

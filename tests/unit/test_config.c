@@ -169,7 +169,8 @@ full_file_sets_every_field(void **state)
     assert_int_equal(cfg.mcp_gw.plane.listen[0].port, 7000);
     assert_int_equal(cfg.agent_gw.plane.workers, 256);
     assert_default_listener(
-        &(tp_plane_config_t){ .listen = cfg.agent_gw.plane.listen, .listen_count = cfg.agent_gw.plane.listen_count }, 9082, 0);
+        &(tp_plane_config_t){ .listen = cfg.agent_gw.plane.listen, .listen_count = cfg.agent_gw.plane.listen_count },
+        9082, 0);
     tp_config_free(&cfg);
 }
 
