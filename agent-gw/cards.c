@@ -61,9 +61,8 @@ ag_agent_public_url(ag_gateway_t *gw, tp_request_t *r, const char *name)
     return out;
 }
 
-/* The card as callers see it: every endpoint is the gateway's, JSON-RPC only. New reference. */
-static json_t *
-rewrite(const json_t *card, const char *url, const ag_agent_t *agent)
+json_t *
+ag_card_rewrite(const json_t *card, const char *url, const ag_agent_t *agent)
 {
     json_t *c = json_deep_copy(card);
     json_object_del(c, "signatures"); /* a signature over the agent's card does not hold for this one */
@@ -100,7 +99,7 @@ static void
 serve_card(ag_gateway_t *gw, tp_request_t *r, ag_agent_rt_t *rt, const json_t *card)
 {
     const char *url = ag_agent_public_url(gw, r, rt->agent->name);
-    tp_http_send_json(r, 200, rewrite(card, url, rt->agent));
+    tp_http_send_json(r, 200, ag_card_rewrite(card, url, rt->agent));
 }
 
 static void

@@ -424,6 +424,14 @@ on_done(tp_upstream_call_t *call, const char *error)
         note_task(f, &t);
         if (json_object_get(answer, "error") != NULL)
             f->outcome = "error";
+        if (strcmp(f->method->family, "card") == 0 && json_is_object(json_object_get(answer, "result"))) {
+            /* The extended card names the agent's endpoints too: they become the gateway's. */
+            const char *url = ag_agent_public_url(f->gw, f->r, f->rt->agent->name);
+            json_object_set_new(answer, "result",
+                                ag_card_rewrite(json_object_get(answer, "result"), url, f->rt->agent));
+            tp_http_send_json(f->r, f->status, answer);
+            return;
+        }
         json_decref(answer);
     }
     tp_http_send(f->r, f->status, f->content_type[0] != '\0' ? f->content_type : "application/json",

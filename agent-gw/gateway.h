@@ -86,6 +86,9 @@ typedef struct ag_card_cache ag_card_cache_t;
 /* Per-worker card caches for one agent, and their release. */
 ag_card_cache_t *ag_cards_new(unsigned workers);
 void ag_cards_free(ag_card_cache_t *cards, unsigned workers);
+/* The card as callers see it: every endpoint `url` (the gateway's), JSON-RPC only, no signatures
+ * (they would not hold). New reference. */
+json_t *ag_card_rewrite(const json_t *card, const char *url, const ag_agent_t *agent);
 /* The gateway's URL for agent `name` as callers should use it (pool memory of r). */
 const char *ag_agent_public_url(ag_gateway_t *gw, tp_request_t *r, const char *name);
 

@@ -78,6 +78,19 @@ for (const sdk of SDKS) {
       assert.deepEqual(list.agents.map((a) => a.name).sort(), ['d1', 'echo']);
     });
 
+    test('the extended card fetched through the gateway names the gateway too', async () => {
+      const method = sdk === 'v03' ? 'agent/getAuthenticatedExtendedCard' : 'GetExtendedAgentCard';
+      const res = await fetch(`${gw}/agents/echo`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${keys.alice}`, ...(sdk === 'v10' ? { 'a2a-version': '1.0' } : {}) },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: {} }),
+      });
+      const body = await res.json();
+      assert.ok(body.result, JSON.stringify(body));
+      const urls = sdk === 'v03' ? [body.result.url] : body.result.supportedInterfaces.map((i) => i.url);
+      for (const u of urls) assert.equal(u, `${gw}/agents/echo`);
+    });
+
     test('send through the gateway; the agent never sees the caller\'s key', async () => {
       const c = await client('echo');
       const r = view(sdk, await sendText(c, sdk, 'hello gateway'));
