@@ -85,7 +85,10 @@ describe('three daemons with one store', () => {
     const post = await fetch(stack.url('agent-gw', '/healthz'), { method: 'POST', body: '{}' });
     assert.equal(post.status, 405);
     assert.equal(post.headers.get('allow'), 'GET, HEAD');
-    assert.equal((await post.json()).error.code, 'method_not_allowed');
+    // agent-gw (like mcp-gw) speaks JSON-RPC: its envelope is a JSON-RPC error naming the reason.
+    const rpc = await post.json();
+    assert.equal(rpc.jsonrpc, '2.0');
+    assert.equal(rpc.error.data.reason, 'method_not_allowed');
 
     const head = await fetch(stack.url('agent-gw', '/healthz'), { method: 'HEAD' });
     assert.equal(head.status, 200);

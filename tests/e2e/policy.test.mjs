@@ -131,7 +131,7 @@ describe('identity and policy through gwctl, with the daemons running', () => {
     assert.equal(none.body.error.code, 'missing_credentials');
     const bad = await whoami(stack, 'mcp-gw', key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A'));
     assert.equal(bad.status, 401);
-    assert.equal(bad.body.error.code, 'invalid_credentials');
+    assert.equal(bad.body.error.data.reason, 'invalid_credentials'); // mcp-gw's envelope is JSON-RPC
     // The key list never shows secrets.
     const list = stack.gwctl('--json', 'key', 'list', '--principal', 'alice');
     assert.equal(list.status, 0, list.stderr);
