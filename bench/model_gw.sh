@@ -287,11 +287,33 @@ overhead_summary() {
     ' "${2:-/dev/null}" "$1"
 }
 
-declare -A RPS P50 P99 NON2XX SOCKERR OVERHEAD
+# CPU time (user + system, all threads, in clock ticks) used so far by the processes of a target:
+# the fixture, nginx (master and workers) or model-gw.
+target_pids() {
+    case $1 in
+    fixture) echo "$FIXTURE_PID" ;;
+    nginx) echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" 2>/dev/null) ;;
+    model-gw) echo "$GW_PID" ;;
+    esac
+}
+cpu_ticks() { # PID...: utime + stime summed (fields 14 and 15 of /proc/PID/stat, after the command name)
+    local pid total=0 f
+    for pid in "$@"; do
+        read -ra f < <(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+TICKS_PER_S=$(getconf CLK_TCK)
+
+declare -A RPS P50 P99 NON2XX SOCKERR OVERHEAD CPU REQS
 run_wrk() { # WORKLOAD TARGET URL MODEL SCRIPT THREADS CONNECTIONS
-    local workload=$1 target=$2 url=$3 model=$4 script=$5 threads=$6 conns=$7 line
+    local workload=$1 target=$2 url=$3 model=$4 script=$5 threads=$6 conns=$7 line ticks
+    local -a pids
     echo "  $workload -> $target (wrk -t$threads -c$conns -d${DURATION}s)" >&2
     [[ $target != model-gw ]] || { scrape "$DIR/m.before"; overhead_hist "$DIR/m.before" >"$DIR/h.before"; }
+    read -ra pids <<<"$(target_pids "$target")"
+    ticks=$(cpu_ticks "${pids[@]}")
     # In the background, so that a signal to this script is handled at once (bash runs traps
     # only after a foreground child ends); cleanup stops it.
     BENCH_MODEL=$model BENCH_KEY=$KEY timeout $((DURATION + 60)) \
@@ -300,6 +322,7 @@ run_wrk() { # WORKLOAD TARGET URL MODEL SCRIPT THREADS CONNECTIONS
     WRK_PID=$!
     wait "$WRK_PID" || { cat "$DIR/wrk.out" >&2; die "wrk failed ($workload, $target)"; }
     WRK_PID=''
+    ticks=$(($(cpu_ticks "${pids[@]}") - ticks))
     line=$(grep '^RESULT ' "$DIR/wrk.out") || { cat "$DIR/wrk.out" >&2; die "no result from wrk"; }
     line=${line#RESULT }
     local k=$workload/$target kv
@@ -309,9 +332,13 @@ run_wrk() { # WORKLOAD TARGET URL MODEL SCRIPT THREADS CONNECTIONS
         p50_us) P50[$k]=${kv#*=} ;;
         p99_us) P99[$k]=${kv#*=} ;;
         non2xx) NON2XX[$k]=${kv#*=} ;;
+        requests) REQS[$k]=${kv#*=} ;;
         socket_errors) SOCKERR[$k]=${kv#*=} ;;
         esac
     done
+    # The target's own CPU time per request (its processes only, not wrk's): what a request costs
+    # it, whatever else competes for the cores.
+    CPU[$k]=$(awk -v t="$ticks" -v hz="$TICKS_PER_S" -v n="${REQS[$k]}" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
     if [[ $target == model-gw ]]; then
         scrape "$DIR/m.after"
         overhead_hist "$DIR/m.after" >"$DIR/h.after"
@@ -352,17 +379,17 @@ done
 
 ms() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1000 }'; }
 echo
-printf '%-8s %-20s %10s %9s %9s %8s %8s\n' workload target "req/s" "p50 ms" "p99 ms" non-2xx sockerr
+printf '%-8s %-20s %10s %9s %9s %8s %8s %11s\n' workload target "req/s" "p50 ms" "p99 ms" non-2xx sockerr "cpu us/req"
 for w in "${WORKLOADS[@]}"; do
     for t in "${TARGETS[@]}"; do
         k=$w/$t
-        printf '%-8s %-20s %10.0f %9s %9s %8s %8s\n' "$w" "${LABEL[$t]}" "${RPS[$k]}" "$(ms "${P50[$k]}")" \
-            "$(ms "${P99[$k]}")" "${NON2XX[$k]}" "${SOCKERR[$k]}"
+        printf '%-8s %-20s %10.0f %9s %9s %8s %8s %11s\n' "$w" "${LABEL[$t]}" "${RPS[$k]}" "$(ms "${P50[$k]}")" \
+            "$(ms "${P99[$k]}")" "${NON2XX[$k]}" "${SOCKERR[$k]}" "${CPU[$k]}"
     done
     awk -v w="$w" -v gr="${RPS[$w/model-gw]}" -v nr="${RPS[$w/nginx]}" -v g99="${P99[$w/model-gw]}" \
-        -v n99="${P99[$w/nginx]}" -v d99="${P99[$w/fixture]}" 'BEGIN {
-        printf "%-8s model-gw/nginx: throughput %.2fx, p99 %.2fx; p99 added over direct: nginx %+.3f ms, model-gw %+.3f ms\n",
-            w, gr / nr, g99 / n99, (n99 - d99) / 1000, (g99 - d99) / 1000 }'
+        -v n99="${P99[$w/nginx]}" -v d99="${P99[$w/fixture]}" -v gc="${CPU[$w/model-gw]}" -v nc="${CPU[$w/nginx]}" 'BEGIN {
+        printf "%-8s model-gw/nginx: throughput %.2fx, p99 %.2fx, cpu per request %.2fx; p99 added over direct: nginx %+.3f ms, model-gw %+.3f ms\n",
+            w, gr / nr, g99 / n99, (nc > 0 ? gc / nc : 0), (n99 - d99) / 1000, (g99 - d99) / 1000 }'
 done
 
 echo

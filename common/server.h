@@ -10,6 +10,9 @@
  * is sane, otherwise a generated one; returned on every response), a start time, the route label
  * used in metrics, and the principal that planes fill in once authenticated. When the request
  * is disposed, one access-log line is written and the request metrics are recorded.
+ *
+ * A request body over common.max_request_size is answered 413 in the plane's error envelope
+ * before its route runs. h2o itself still refuses, in plain text, a body over twice that limit.
  */
 #ifndef TP_SERVER_H
 #define TP_SERVER_H

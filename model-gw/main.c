@@ -2,6 +2,8 @@
  * model-gw — the model plane: one governed OpenAI-compatible API in front of inference servers
  * (llama.cpp, vLLM, Ollama) and hosted APIs.
  */
+#include <string.h>
+
 #include "clock.h"
 #include "daemon.h"
 #include "gateway.h"
@@ -9,9 +11,10 @@
 
 static mg_gateway_t gateway; /* one per process; lives as long as the daemon */
 
-/* /readyz: not ready while a configured model has no deployment that may be tried. */
+/* /readyz under model_gw.readiness every_model: not ready while any configured model has no
+ * deployment that may be tried. */
 static bool
-ready_models(void *data, const char **detail)
+ready_every_model(void *data, const char **detail)
 {
     const mg_gateway_t *gw = data;
     int64_t now = tp_unix_ms();
@@ -22,6 +25,37 @@ ready_models(void *data, const char **detail)
         }
     }
     return true;
+}
+
+/* /readyz under any_model: not ready only while no model has a deployment that may be tried
+ * (a gateway without models has nothing to wait for, as under every_model). */
+static bool
+ready_any_model(void *data, const char **detail)
+{
+    const mg_gateway_t *gw = data;
+    int64_t now = tp_unix_ms();
+    for (size_t i = 0; i < gw->models->num_models; i++) {
+        if (mg_model_healthy(&gw->models->models[i], now))
+            return true;
+    }
+    if (gw->models->num_models == 0)
+        return true;
+    *detail = "no model has a healthy deployment (see triplane_model_deployment_circuit_open)";
+    return false;
+}
+
+/* Registers the "models" readiness check that model_gw.readiness asks for; with "none" the
+ * models are no part of readiness (and /readyz lists no "models" check). */
+static void
+add_ready_check(mg_gateway_t *gw, const char *mode)
+{
+    tp_server_t *srv = tp_daemon_server(gw->daemon);
+    if (mode != NULL && strcmp(mode, "none") == 0)
+        return;
+    if (mode != NULL && strcmp(mode, "any_model") == 0)
+        tp_server_add_ready_check(srv, "models", ready_any_model, gw);
+    else
+        tp_server_add_ready_check(srv, "models", ready_every_model, gw);
 }
 
 static int
@@ -35,7 +69,7 @@ setup(tp_daemon_t *d, char **err)
     mg_catalog_register(&gateway);
     mg_proxy_register(&gateway);
     mg_health_start(&gateway);
-    tp_server_add_ready_check(tp_daemon_server(d), "models", ready_models, &gateway);
+    add_ready_check(&gateway, tp_daemon_config(d)->model_gw.readiness);
     return 0;
 }
 

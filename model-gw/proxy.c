@@ -4,6 +4,7 @@
  * models, while nothing has reached the client), relay the answer (streamed with backpressure),
  * and settle usage.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "clock.h"
 #include "gateway.h"
 #include "http.h"
+#include "jsonscan.h"
 #include "log.h"
 #include "mem.h"
 #include "relay.h"
@@ -65,19 +67,20 @@ mg_deployment_outcome(const char *model, mg_deployment_t *d, bool ok, const char
         json_pack("{s:s, s:s, s:s, s:s}", "model", model, "deployment", d->label, "url", d->cfg->url, "by", by));
 }
 
-typedef struct buffer {
-    char *data;
-    size_t len, cap;
-} buffer_t;
-
-/* One request's life. Lives in the request's pool (h2o_mem_alloc_shared); its dispose cancels
- * an upstream call still running, so no upstream callback outlives the request. */
+/* One request's life. Lives in the request's pool; its dispose (on_dispose) cancels an upstream
+ * call still running, so no upstream callback outlives the request. */
 typedef struct proxy {
     h2o_generator_t super; /* first: h2o hands the generator back to proceed/stop */
     tp_request_t *r;
     mg_gateway_t *gw;
     const endpoint_t *ep;
-    json_t *body; /* the client's request (model replaced per attempt) */
+    json_t *body; /* the client's request, parsed (with the model replaced per attempt when not spliced) */
+    /* The body upstreams get: when `spliced`, the client's bytes with the model value (and, for a
+     * stream, stream_options) replaced in place; otherwise p->body printed by jansson. */
+    bool spliced;
+    h2o_iovec_t model_value; /* the model member's value text in the request body */
+    h2o_iovec_t options_at;  /* stream_options' value text to replace, or (len 0) where to insert it;
+                                base NULL when it stays */
     bool stream;
     mg_model_t *attempts_model[MAX_ATTEMPTS];
     mg_deployment_t *attempts[MAX_ATTEMPTS];
@@ -85,14 +88,15 @@ typedef struct proxy {
     mg_deployment_t *deployment; /* of the current attempt; its inflight counts this request */
     tp_upstream_call_t *call;
     int upstream_status;
-    bool relaying;              /* the current attempt answered 200 to a stream: its events are read */
-    bool started;               /* the client has the response head: no more retries */
-    bool finished;              /* the final h2o_send was made */
-    bool sending;               /* an h2o_send is in flight: wait for proceed */
-    bool upstream_done;         /* the upstream call ended */
-    const char *upstream_error; /* static or pool text when it ended badly */
-    buffer_t in;                /* non-streamed: the upstream's body; streamed before commit: an error body */
-    buffer_t pending, inflight; /* streamed: relayed bytes queued, and those h2o is sending */
+    bool relaying;                 /* the current attempt answered 200 to a stream: its events are read */
+    bool started;                  /* the client has the response head: no more retries */
+    bool finished;                 /* the final h2o_send was made */
+    bool sending;                  /* an h2o_send is in flight: wait for proceed */
+    bool upstream_done;            /* the upstream call ended */
+    const char *upstream_error;    /* static or pool text when it ended badly */
+    mg_buffer_t in;                /* non-streamed: the upstream's body; streamed before commit: an error body */
+    mg_buffer_t answer;            /* non-streamed: the relayed body, which h2o sends from here */
+    mg_buffer_t pending, inflight; /* streamed: relayed bytes queued, and those h2o is sending */
     bool paused;
     bool accounted; /* tokens were reserved and the request went upstream: settle at the end */
     bool seen_done; /* the upstream's stream reached data: [DONE] */
@@ -104,25 +108,13 @@ typedef struct proxy {
     uint64_t start_ns, first_byte_ns;
     uint64_t attempt_start_ns, upstream_ns; /* the current attempt's start; time spent on upstreams */
     mg_model_t *model;                      /* the public model asked for */
+    const char *answering_model;            /* the public name of the model of the last attempt (the
+                                               model asked for, or a fallback): it is billed */
     struct backoff *backoff;                /* a pending retry's timer, or NULL */
     const char *last_deployment;            /* the label of the last deployment tried, for metrics */
     const char *last_upstream;              /* and its URL, for the usage row */
     char public_model[256];
 } proxy_t;
-
-static void
-buf_add(buffer_t *b, const char *data, size_t len)
-{
-    if (b->len + len > b->cap) {
-        size_t cap = b->cap != 0 ? b->cap : 4096;
-        while (cap < b->len + len)
-            cap *= 2;
-        b->data = tp_realloc(b->data, cap);
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-}
 
 static void start_attempt(proxy_t *p);
 
@@ -143,7 +135,10 @@ settle(proxy_t *p)
         .ttft_ms = p->first_byte_ns != 0 ? (double)(p->first_byte_ns - p->start_ns) / 1e6 : -1,
         .upstream = p->last_upstream,
     };
-    pol_gate_settle(p->gw->gate, p->r, &p->verdict, p->public_model, &p->reservation, in, out, &detail);
+    /* Billed at the price of the model that answered, which the usage row names (a fallback's
+     * tokens cost what the fallback costs). Set by every attempt, and settling needs one. */
+    assert(p->answering_model != NULL);
+    pol_gate_settle(p->gw->gate, p->r, &p->verdict, p->answering_model, &p->reservation, in, out, &detail);
 }
 
 /* A timer that starts the next attempt after a backoff. It outlives neither the request nor
@@ -213,8 +208,8 @@ record_metrics(proxy_t *p)
     if (p->model == NULL)
         return; /* refused before a model was chosen: the common HTTP metrics count it */
     const char *model = p->public_model;
-    char status[8];
-    snprintf(status, sizeof(status), "%d", p->r->req->res.status != 0 ? p->r->req->res.status : 499);
+    int code = p->r->req->res.status != 0 ? p->r->req->res.status : 499;
+    char status[4] = { (char)('0' + code / 100 % 10), (char)('0' + code / 10 % 10), (char)('0' + code % 10), '\0' };
     uint64_t total = tp_mono_ns() - p->start_ns;
     tp_metric_add(metrics.requests,
                   (const char *[]){ model, p->last_deployment != NULL ? p->last_deployment : "none", status }, 1);
@@ -227,8 +222,10 @@ record_metrics(proxy_t *p)
         tp_metric_add(metrics.tokens, (const char *[]){ model, "prompt" }, (double)p->relay.usage.prompt_tokens);
         tp_metric_add(metrics.tokens, (const char *[]){ model, "completion" },
                       (double)p->relay.usage.completion_tokens);
-        int64_t micros =
-            pol_gate_cost_micros(p->gw->gate, model, p->relay.usage.prompt_tokens, p->relay.usage.completion_tokens);
+        /* Labelled by the model asked for, like every model-gw metric; priced as the model that
+         * answered, as in its usage row. */
+        int64_t micros = pol_gate_cost_micros(p->gw->gate, p->answering_model, p->relay.usage.prompt_tokens,
+                                              p->relay.usage.completion_tokens);
         if (micros > 0)
             tp_metric_add(metrics.cost, (const char *[]){ model }, (double)micros / 1e6);
     }
@@ -242,10 +239,11 @@ count_upstream_error(proxy_t *p, const char *label, const char *kind)
     tp_metric_add(metrics.upstream_errors, (const char *[]){ p->public_model, label, kind }, 1);
 }
 
+/* The request's end (arg points to the proxy_t *; see handle). */
 static void
 on_dispose(void *arg)
 {
-    proxy_t *p = arg;
+    proxy_t *p = *(proxy_t **)arg;
     if (p->call != NULL) {
         tp_upstream_cancel(p->call);
         p->call = NULL;
@@ -261,9 +259,10 @@ on_dispose(void *arg)
     settle(p);
     pol_verdict_clear(&p->verdict);
     json_decref(p->body);
-    free(p->in.data);
-    free(p->pending.data);
-    free(p->inflight.data);
+    mg_buffer_release(&p->in);
+    mg_buffer_release(&p->answer);
+    mg_buffer_release(&p->pending);
+    mg_buffer_release(&p->inflight);
     tp_sse_dispose(&p->sse);
 }
 
@@ -316,7 +315,7 @@ flush(proxy_t *p)
     bool last = p->upstream_done;
     if (p->pending.len == 0 && !last)
         return;
-    buffer_t t = p->inflight;
+    mg_buffer_t t = p->inflight;
     p->inflight = p->pending;
     p->pending = t;
     p->pending.len = 0;
@@ -351,12 +350,7 @@ on_event(void *data, const char *event, size_t len)
     }
     if (len == 6 && memcmp(event, "[DONE]", 6) == 0)
         p->seen_done = true;
-    size_t out_len = 0;
-    char *out = mg_relay_chunk(&p->relay, event, len, &out_len);
-    if (out != NULL) {
-        buf_add(&p->pending, out, out_len);
-        free(out);
-    }
+    mg_relay_chunk(&p->relay, event, len, &p->pending);
     return 0;
 }
 
@@ -367,9 +361,9 @@ append_stream_error(proxy_t *p, const char *message)
                           "upstream_error");
     char *text = json_dumps(e, JSON_COMPACT);
     json_decref(e);
-    buf_add(&p->pending, "data: ", 6);
-    buf_add(&p->pending, text, strlen(text));
-    buf_add(&p->pending, "\n\n", 2);
+    mg_buffer_add(&p->pending, "data: ", 6);
+    mg_buffer_add(&p->pending, text, strlen(text));
+    mg_buffer_add(&p->pending, "\n\n", 2);
     free(text);
 }
 
@@ -410,7 +404,7 @@ on_body(tp_upstream_call_t *call, const char *buf, size_t len)
             fail(p, 502, "upstream_error", NULL, "the upstream's answer is too large");
             return;
         }
-        buf_add(&p->in, buf, len);
+        mg_buffer_add(&p->in, buf, len);
         return;
     }
     if (tp_sse_feed(&p->sse, buf, len, on_event, p) != 0) {
@@ -429,10 +423,34 @@ on_body(tp_upstream_call_t *call, const char *buf, size_t len)
     flush(p);
 }
 
+/* Sends the relayed answer in p->answer as a complete 200 response. h2o sends from the buffer,
+ * which stays with p until the request is disposed. */
+static void
+send_answer(proxy_t *p)
+{
+    static h2o_generator_t generator = { NULL, NULL }; /* one whole body: nothing to proceed or stop */
+    h2o_req_t *req = p->r->req;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    req->res.content_length = p->answer.len;
+    h2o_start_response(req, &generator);
+    h2o_iovec_t buf = h2o_iovec_init(p->answer.data, p->answer.len);
+    h2o_send(req, &buf, 1, H2O_SEND_STATE_FINAL);
+    p->finished = true;
+}
+
 /* The whole (non-streamed) answer, or an upstream error answer before any commit. */
 static void
 finish_buffered(proxy_t *p)
 {
+    /* Most answers go out as the upstream's bytes with the model name changed; the others (tool
+     * calls to check, text jansson would refuse) through jansson. */
+    if (p->upstream_status == 200 && mg_relay_response_text(&p->relay, p->in.data, p->in.len, &p->answer)) {
+        p->first_byte_ns = tp_mono_ns();
+        send_answer(p);
+        return;
+    }
     json_t *body = json_loadb(p->in.data != NULL ? p->in.data : "", p->in.len, 0, NULL);
     if (p->upstream_status == 200 && json_is_object(body)) {
         p->first_byte_ns = tp_mono_ns();
@@ -542,6 +560,86 @@ claim(mg_deployment_t *d)
     return true;
 }
 
+/* The body for deployment d when p->spliced: the client's bytes with d's model name in place of
+ * the model value and, for a stream, usage asked for. Written to buf, or the client's body itself
+ * when nothing changes. */
+static h2o_iovec_t
+splice_body(proxy_t *p, const mg_deployment_t *d, mg_buffer_t *buf)
+{
+    static const char options[] = "{\"include_usage\":true}";
+    h2o_iovec_t entity = p->r->req->entity;
+    bool model_changes = strcmp(d->upstream_model, p->public_model) != 0;
+    if (!model_changes && p->options_at.base == NULL)
+        return entity;
+    /* At most two edits, applied in the order they appear in the body. */
+    struct edit {
+        h2o_iovec_t at;
+        bool model;
+    } edits[2];
+    size_t n = 0;
+    if (model_changes)
+        edits[n++] = (struct edit){ p->model_value, true };
+    if (p->options_at.base != NULL) {
+        edits[n++] = (struct edit){ p->options_at, false };
+        if (n == 2 && edits[1].at.base < edits[0].at.base) {
+            struct edit t = edits[0];
+            edits[0] = edits[1];
+            edits[1] = t;
+        }
+    }
+    const char *from = entity.base;
+    for (size_t i = 0; i < n; i++) {
+        mg_buffer_add(buf, from, (size_t)(edits[i].at.base - from));
+        if (edits[i].model) {
+            char *w = mg_buffer_reserve(buf, mg_json_string_size(d->upstream_model));
+            buf->len += mg_json_write_string(d->upstream_model, w);
+        } else if (edits[i].at.len == 0) {
+            mg_buffer_add(buf, ",\"stream_options\":", sizeof(",\"stream_options\":") - 1); /* a new member */
+            mg_buffer_add(buf, options, sizeof(options) - 1);
+        } else {
+            mg_buffer_add(buf, options, sizeof(options) - 1);
+        }
+        from = edits[i].at.base + edits[i].at.len;
+    }
+    mg_buffer_add(buf, from, (size_t)(entity.base + entity.len - from));
+    return h2o_iovec_init(buf->data, buf->len);
+}
+
+/* Decides whether upstream bodies can be spliced from the client's bytes (see proxy_t), and
+ * where. They can when the body has no duplicate keys (checked by the parse), its keys are
+ * written plainly, and stream_options is absent, null or already asks for usage. Otherwise
+ * p->body is changed to what upstreams get and printed per attempt. */
+static void
+plan_body(proxy_t *p, bool duplicates)
+{
+    h2o_iovec_t entity = p->r->req->entity;
+    json_t *opts = json_object_get(p->body, "stream_options");
+    bool opts_ok = !p->stream || json_is_true(json_object_get(opts, "include_usage"));
+    mg_json_object_t obj;
+    const mg_json_member_t *model;
+    size_t count;
+    if (!duplicates && mg_json_scan_object(entity.base, entity.len, &obj) && !obj.escaped_keys &&
+        (model = mg_json_find(&obj, "model", &count)) != NULL && count == 1) {
+        const mg_json_member_t *options = mg_json_find(&obj, "stream_options", NULL);
+        p->spliced = true;
+        p->model_value = h2o_iovec_init(model->value, model->value_len);
+        if (!opts_ok && options == NULL)
+            p->options_at = h2o_iovec_init(obj.close, 0);
+        else if (!opts_ok && json_is_null(opts))
+            p->options_at = h2o_iovec_init(options->value, options->value_len);
+        else if (!opts_ok)
+            p->spliced = false; /* an object without include_usage: jansson adds it */
+    }
+    if (p->spliced || opts_ok)
+        return;
+    /* Usage is always asked for (budgets need it). */
+    if (!json_is_object(opts)) {
+        opts = json_object();
+        json_object_set_new(p->body, "stream_options", opts);
+    }
+    json_object_set_new(opts, "include_usage", json_true());
+}
+
 static void
 start_attempt(proxy_t *p)
 {
@@ -554,6 +652,7 @@ start_attempt(proxy_t *p)
     }
     mg_deployment_t *d = p->attempts[p->attempt];
     p->deployment = d;
+    p->answering_model = p->attempts_model[p->attempt]->cfg->name;
     p->last_deployment = d->label;
     p->last_upstream = d->cfg->url;
     p->attempt_start_ns = tp_mono_ns();
@@ -561,12 +660,16 @@ start_attempt(proxy_t *p)
     p->relaying = false;
     p->seen_done = false;
     p->upstream_status = 0;
-    json_object_set_new(p->body, "model", json_string(d->upstream_model));
-    char *text = json_dumps(p->body, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    size_t len = strlen(text);
-    char *copy = h2o_mem_alloc_pool(&p->r->req->pool, len);
-    memcpy(copy, text, len);
-    free(text);
+    mg_buffer_t spliced = { 0 };
+    char *printed = NULL;
+    h2o_iovec_t body;
+    if (p->spliced) {
+        body = splice_body(p, d, &spliced);
+    } else {
+        json_object_set_new(p->body, "model", json_string(d->upstream_model));
+        printed = json_dumps(p->body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        body = h2o_iovec_init(printed, strlen(printed));
+    }
     tp_upstream_header_t hdrs[] = {
         { h2o_iovec_init(H2O_STRLIT("content-type")), h2o_iovec_init(H2O_STRLIT("application/json")) },
         { h2o_iovec_init(H2O_STRLIT("x-request-id")), h2o_iovec_init(p->r->id, strlen(p->r->id)) },
@@ -576,9 +679,12 @@ start_attempt(proxy_t *p)
         .path = h2o_iovec_init(p->ep->path, strlen(p->ep->path)),
         .headers = hdrs,
         .num_headers = sizeof(hdrs) / sizeof(hdrs[0]),
-        .body = h2o_iovec_init(copy, len),
+        .body = body,
     };
     p->call = tp_upstream_call(d->upstream, tp_worker_h2o(p->r->worker), &req, &handlers, p);
+    /* tp_upstream_call copied the request */
+    mg_buffer_release(&spliced);
+    free(printed);
 }
 
 /* The request's affinity key for the model, or {NULL, 0} when it has none. */
@@ -656,22 +762,32 @@ estimate_tokens(proxy_t *p)
 static int
 handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
 {
-    /* Held before p is allocated: h2o releases a pool's shared allocations newest first, so this
-     * reference outlives p's dispose, which settles usage from the snapshot. */
-    tp_daemon_request_state_hold(gw->daemon, r);
-    proxy_t *p = h2o_mem_alloc_shared(&r->req->pool, sizeof(*p), on_dispose);
+    /* p is plain pool memory (freed after every dispose of the pool has run); its dispose hook
+     * is registered after pol_gate_authenticate, which holds the request's snapshot for the
+     * verdict. h2o releases a pool's shared allocations newest first, so the hook, which settles
+     * usage from that snapshot, runs while the gate's hold still keeps it: one hold per request. */
+    proxy_t *p = h2o_mem_alloc_pool(&r->req->pool, sizeof(*p));
     memset(p, 0, sizeof(*p));
     p->r = r;
     p->gw = gw;
     p->ep = ep;
     p->start_ns = tp_mono_ns();
-    if (!pol_gate_authenticate(gw->gate, r, &p->verdict)) {
+    bool authenticated = pol_gate_authenticate(gw->gate, r, &p->verdict);
+    *(proxy_t **)h2o_mem_alloc_shared(&r->req->pool, sizeof(p), on_dispose) = p;
+    if (!authenticated) {
         pol_gate_refuse(r, &p->verdict);
         return 0;
     }
     json_error_t jerr;
     h2o_iovec_t entity = r->req->entity;
-    p->body = json_loadb(entity.base != NULL ? entity.base : "", entity.len, 0, &jerr);
+    const char *text = entity.base != NULL ? entity.base : "";
+    /* Parsed refusing duplicate keys first: a body without them can be forwarded as its own bytes
+     * (plan_body), since then the upstream reads what validation checked. One with them is
+     * parsed again as jansson reads it (the last value wins) and forwarded as jansson prints it. */
+    p->body = json_loadb(text, entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    bool duplicates = p->body == NULL && json_error_code(&jerr) == json_error_duplicate_key;
+    if (duplicates)
+        p->body = json_loadb(text, entity.len, 0, &jerr);
     if (!json_is_object(p->body)) {
         char msg[300];
         snprintf(msg, sizeof(msg), "the request body must be a JSON object: %s",
@@ -686,7 +802,9 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
         fail(p, 400, "invalid_request", invalid.param[0] != '\0' ? invalid.param : NULL, invalid.message);
         return 0;
     }
-    snprintf(p->public_model, sizeof(p->public_model), "%s", name);
+    size_t name_len = strnlen(name, sizeof(p->public_model) - 1);
+    memcpy(p->public_model, name, name_len); /* (a longer name is no configured model: 404 below) */
+    p->public_model[name_len] = '\0';
     /* One policy evaluation decides: a model the caller may not use reads as absent (its name
      * is not the caller's business), like one that does not exist. */
     if (m == NULL || !pol_gate_authorize(gw->gate, r, name, ep->action, &p->verdict)) {
@@ -712,16 +830,10 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
     p->stream = ep->can_stream && json_is_true(json_object_get(p->body, "stream"));
     p->relay.public_model = p->public_model;
     p->relay.request_id = r->id;
-    if (p->stream) {
-        /* Usage is always asked for (budgets need it); the client gets it only if it asked. */
-        json_t *opts = json_object_get(p->body, "stream_options");
-        p->relay.client_wants_usage = json_is_true(json_object_get(opts, "include_usage"));
-        if (!json_is_object(opts)) {
-            opts = json_object();
-            json_object_set_new(p->body, "stream_options", opts);
-        }
-        json_object_set_new(opts, "include_usage", json_true());
-    }
+    /* Usage is always asked for (budgets need it); the client gets it only if it asked. */
+    p->relay.client_wants_usage =
+        p->stream && json_is_true(json_object_get(json_object_get(p->body, "stream_options"), "include_usage"));
+    plan_body(p, duplicates);
     p->accounted = true;
     p->model = m;
     plan_attempts(p, m);

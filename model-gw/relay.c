@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonscan.h"
 #include "mem.h"
 
 static void
@@ -68,13 +69,78 @@ show_public_model(mg_relay_t *relay, json_t *obj)
         json_object_set_new(obj, "model", json_string(relay->public_model));
 }
 
-char *
-mg_relay_chunk(mg_relay_t *relay, const char *event, size_t len, size_t *out_len)
+/* Whether member m's raw key is `key`. */
+static bool
+key_is(const mg_json_member_t *m, const char *key, size_t key_len)
 {
-    if (len == 6 && memcmp(event, "[DONE]", 6) == 0) {
-        *out_len = sizeof("data: [DONE]\n\n") - 1;
-        return tp_strdup("data: [DONE]\n\n");
+    return m->key_len == key_len && memcmp(m->key, key, key_len) == 0;
+}
+
+/* Whether text (a chunk or a whole answer) may be relayed as its bytes: it scans as a JSON object
+ * whose keys are written plainly (so a search by raw key finds what jansson would), and it has no
+ * tool calls, which may need restoring. The check for tool calls is on the raw text: a mention
+ * in content merely takes the jansson path. */
+static bool
+relayable_as_text(const char *text, size_t len, mg_json_object_t *obj)
+{
+    return len > 0 && memmem(text, len, "tool_calls", 10) == NULL && mg_json_scan_object(text, len, obj) &&
+           !obj->escaped_keys;
+}
+
+/* Appends text with the value of every top-level "model" replaced by the public model name, as
+ * show_public_model does on a parsed object; all other bytes as they came. */
+static void
+add_with_public_model(mg_relay_t *relay, const char *text, size_t len, const mg_json_object_t *obj, mg_buffer_t *out)
+{
+    const char *from = text;
+    for (size_t i = 0; i < obj->count && relay->public_model != NULL; i++) {
+        const mg_json_member_t *m = &obj->members[i];
+        if (!key_is(m, "model", 5))
+            continue;
+        mg_buffer_add(out, from, (size_t)(m->value - from));
+        char *w = mg_buffer_reserve(out, mg_json_string_size(relay->public_model));
+        out->len += mg_json_write_string(relay->public_model, w);
+        from = m->value + m->value_len;
     }
+    mg_buffer_add(out, from, (size_t)(text + len - from));
+}
+
+/* The usage member of a scanned object, read as read_usage reads a parsed one. Returns false
+ * when it is an object this module cannot read (the caller then parses the whole text). */
+static bool
+read_usage_text(mg_relay_t *relay, const mg_json_object_t *obj)
+{
+    const mg_json_member_t *u = mg_json_find(obj, "usage", NULL);
+    if (u == NULL || u->value[0] != '{')
+        return true; /* absent, or not an object: no usage, as read_usage */
+    mg_json_object_t usage;
+    if (!mg_json_scan_object(u->value, u->value_len, &usage) || usage.escaped_keys)
+        return false;
+    const mg_json_member_t *in = mg_json_find(&usage, "prompt_tokens", NULL);
+    const mg_json_member_t *out = mg_json_find(&usage, "completion_tokens", NULL);
+    int64_t prompt = 0, completion = 0;
+    if (in != NULL && !mg_json_integer(in->value, in->value_len, &prompt))
+        prompt = 0;
+    if (out != NULL && !mg_json_integer(out->value, out->value_len, &completion))
+        completion = 0;
+    relay->usage = (mg_usage_t){ .seen = true, .prompt_tokens = prompt, .completion_tokens = completion };
+    return true;
+}
+
+static void
+add_event(mg_buffer_t *out, const char *payload, size_t len)
+{
+    char *w = mg_buffer_reserve(out, len + 8);
+    memcpy(w, "data: ", 6);
+    memcpy(w + 6, payload, len);
+    memcpy(w + 6 + len, "\n\n", 2);
+    out->len += len + 8;
+}
+
+/* The parsed path of mg_relay_chunk: usage read and stripped, tool calls restored. */
+static void
+relay_parsed_chunk(mg_relay_t *relay, const char *event, size_t len, mg_buffer_t *out)
+{
     json_t *chunk = json_loadb(event, len, 0, NULL);
     char *text = NULL;
     if (json_is_object(chunk)) {
@@ -85,7 +151,7 @@ mg_relay_chunk(mg_relay_t *relay, const char *event, size_t len, size_t *out_len
             if (!relay->client_wants_usage) {
                 if (json_array_size(choices) == 0) {
                     json_decref(chunk);
-                    return NULL; /* the usage chunk the gateway asked for, not the client */
+                    return; /* the usage chunk the gateway asked for, not the client */
                 }
                 json_object_del(chunk, "usage"); /* usage on every chunk (vLLM continuous usage) */
             }
@@ -95,15 +161,40 @@ mg_relay_chunk(mg_relay_t *relay, const char *event, size_t len, size_t *out_len
         text = json_dumps(chunk, JSON_COMPACT | JSON_PRESERVE_ORDER);
     }
     json_decref(chunk);
-    const char *payload = text != NULL ? text : event;
-    size_t payload_len = text != NULL ? strlen(text) : len;
-    char *out = tp_malloc(payload_len + 9);
-    memcpy(out, "data: ", 6);
-    memcpy(out + 6, payload, payload_len);
-    memcpy(out + 6 + payload_len, "\n\n", 3);
-    *out_len = payload_len + 8;
+    if (text != NULL)
+        add_event(out, text, strlen(text));
+    else
+        add_event(out, event, len); /* not JSON: as it came */
     free(text);
-    return out;
+}
+
+void
+mg_relay_chunk(mg_relay_t *relay, const char *event, size_t len, mg_buffer_t *out)
+{
+    if (len == 6 && memcmp(event, "[DONE]", 6) == 0) {
+        mg_buffer_add(out, "data: [DONE]\n\n", sizeof("data: [DONE]\n\n") - 1);
+        return;
+    }
+    mg_json_object_t obj;
+    const mg_json_member_t *usage;
+    if (!relayable_as_text(event, len, &obj) ||
+        ((usage = mg_json_find(&obj, "usage", NULL)) != NULL && usage->value[0] == '{')) {
+        relay_parsed_chunk(relay, event, len, out);
+        return;
+    }
+    mg_buffer_add(out, "data: ", 6);
+    add_with_public_model(relay, event, len, &obj, out);
+    mg_buffer_add(out, "\n\n", 2);
+}
+
+bool
+mg_relay_response_text(mg_relay_t *relay, const char *body, size_t len, mg_buffer_t *out)
+{
+    mg_json_object_t obj;
+    if (!relayable_as_text(body, len, &obj) || !read_usage_text(relay, &obj))
+        return false; /* (read_usage_text changes nothing when it fails) */
+    add_with_public_model(relay, body, len, &obj, out);
+    return true;
 }
 
 void

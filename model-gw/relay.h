@@ -14,6 +14,8 @@
 
 #include <jansson.h>
 
+#include "buffer.h"
+
 typedef struct mg_usage {
     bool seen;
     int64_t prompt_tokens;
@@ -29,10 +31,17 @@ typedef struct mg_relay {
 } mg_relay_t;
 
 /* Relays one streamed event of a chat (or text) completion. `event` is the event's data.
- * Returns a malloc'd "data: ...\n\n" to send (and its length in *out_len), or NULL when the
- * event is dropped (a usage-only chunk the client did not ask for). "[DONE]" comes back as
- * "data: [DONE]\n\n". An event that is not JSON is passed through as it came. */
-char *mg_relay_chunk(mg_relay_t *relay, const char *event, size_t len, size_t *out_len);
+ * Appends "data: ...\n\n" to out, or nothing when the event is dropped (a usage-only chunk the
+ * client did not ask for). "[DONE]" becomes "data: [DONE]\n\n". An event that is not JSON is
+ * passed through as it came. An event with nothing to restore, strip or read (no tool calls, no
+ * usage object) keeps the upstream's bytes; only its model name changes. */
+void mg_relay_chunk(mg_relay_t *relay, const char *event, size_t len, mg_buffer_t *out);
+
+/* Relays a whole (non-streamed) completion body given as text, when that can be done on its
+ * bytes: a JSON object (as jansson would read it) without tool calls. Then appends the body
+ * with the public model name to out, reads its usage, and returns true. Otherwise returns false
+ * with out untouched: parse the body and use mg_relay_response. */
+bool mg_relay_response_text(mg_relay_t *relay, const char *body, size_t len, mg_buffer_t *out);
 
 /* Relays a whole (non-streamed) completion body in place (it is an object). */
 void mg_relay_response(mg_relay_t *relay, json_t *body);

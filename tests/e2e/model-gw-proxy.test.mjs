@@ -32,7 +32,12 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     const up = `${fixture.url}/v1`;
     stack = await Stack.start({
       daemons: ['model-gw'],
-      extraTop: ['pricing:', '  - {model: "llama*", input_per_million: 1.5, output_per_million: 6}'],
+      extraTop: [
+        'pricing:',
+        '  - {model: "llama*", input_per_million: 1.5, output_per_million: 6}',
+        '  - {model: primary, input_per_million: 1, output_per_million: 1}',
+        '  - {model: backup, input_per_million: 1000, output_per_million: 2000}',
+      ],
       extra: {
         model_gw: [
           'models:',
@@ -51,12 +56,17 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
           '    deployments: [{url: "http://127.0.0.1:9/v1"}]',
           '  - name: single-lane',
           `    deployments: [{url: "${up}", model: meta-llama-3-8b, max_concurrency: 1}]`,
+          '  - name: primary', // dead: its fallback answers
+          '    fallbacks: [backup]',
+          '    deployments: [{url: "http://127.0.0.1:9/v1"}]',
+          '  - name: backup',
+          `    deployments: [{url: "${up}", model: meta-llama-3-8b}]`,
         ],
       },
     });
     const file = path.join(stack.dir, 'p.yaml');
     writeFileSync(file, [
-      'principals: [{id: alice, kind: user, team: ml}, {id: bob, kind: user, team: ml}]',
+      'principals: [{id: alice, kind: user, team: ml}, {id: bob, kind: user, team: ml}, {id: carol, kind: user, team: ml}]',
       'rules:',
       '  - {id: ml-models, effect: allow, subjects: {teams: [ml]}, plane: model, resources: ["*"], actions: [chat, embed, complete]}',
       'limits: [{principal: bob, rpm: 1}]',
@@ -132,6 +142,45 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     messages.push(first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '{"temp": 3}' });
     const answer = await client.chat.completions.create({ model: 'llama3', messages, tools: [WEATHER_TOOL] });
     assert.match(answer.choices[0].message.content, /Tool result received/);
+  });
+
+  test('request bodies of every spelling reach the upstream as validated, and streams always report usage', async () => {
+    const m = JSON.stringify([{ role: 'user', content: 'odd body' }]);
+    const cases = [
+      { stream: true, body: `{"model":"llama3","stream":true,"messages":${m}}` },
+      { stream: true, body: `{"model":"llama3","stream":true,"stream_options":null,"messages":${m}}` },
+      { stream: true, body: `{"model":"llama3","stream":true,"stream_options":{"include_usage":false},"messages":${m}}` },
+      { stream: true, body: `{"stream":true,"messages":${m},"model":"llama3"}` },
+      { stream: true, body: `{"mod\\u0065l":"llama3","stream":true,"messages":${m}}` }, // an escaped key
+      { stream: false, body: `{"model":"gpt-nope","model":"llama3","messages":${m}}` }, // the last wins, as validated
+      { stream: false, body: ` {\n  "model" : "llama3" ,\n  "messages" : ${m}, "user": "\\u00e9" \n} ` },
+    ];
+    for (const { stream, body } of cases) {
+      const res = await fetch(stack.url('model-gw', '/v1/chat/completions'), {
+        method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body,
+      });
+      const text = await res.text();
+      assert.equal(res.status, 200, `${body}: ${text}`);
+      if (stream) {
+        const events = text.split('\n\n').filter(Boolean);
+        assert.equal(events.at(-1), 'data: [DONE]');
+        let content = '';
+        for (const e of events.slice(0, -1)) {
+          const chunk = JSON.parse(e.slice('data: '.length));
+          assert.equal(chunk.model, 'llama3');
+          assert.equal(chunk.usage ?? null, null, 'no usage chunk unless asked');
+          content += chunk.choices[0]?.delta?.content ?? '';
+        }
+        assert.match(content, /odd body/);
+      } else {
+        const answer = JSON.parse(text);
+        assert.equal(answer.model, 'llama3');
+        assert.match(answer.choices[0].message.content, /odd body/);
+      }
+      const id = res.headers.get('x-request-id');
+      const row = await eventually(() => stack.sql(`SELECT output_tokens > 0 FROM usage WHERE request_id = '${id}'`));
+      assert.equal(row, '1', `usage read for ${body}`);
+    }
   });
 
   test('legacy text completions, streamed and not', async () => {
@@ -279,6 +328,46 @@ describe('model-gw proxying chat, streams, tools and embeddings', () => {
     await client.chat.completions.create({ model: 'llama3', messages: [{ role: 'user', content: 'x' }] });
   });
 
+  test('a fallback model that answers is what is billed: usage row, cost metric and budget', async () => {
+    const carol = new OpenAI({
+      apiKey: JSON.parse(stack.gwctl('--json', 'key', 'create', '--principal', 'carol').stdout).key,
+      baseURL: stack.url('model-gw', '/v1'),
+      maxRetries: 0,
+    });
+    // 0.01 = 10000 micro-units: far above a request at primary's price, below one at backup's.
+    assert.equal(stack.gwctl('budget', 'set', '--principal', 'carol', '--period', 'day', '--cost', '0.01').status, 0);
+    const res = await carol.chat.completions.create({ model: 'primary', messages: [{ role: 'user', content: 'hello fallback' }] });
+    assert.equal(res.model, 'primary', 'the client sees the model it asked for');
+    const { prompt_tokens: input, completion_tokens: output } = res.usage;
+    const micros = input * 1000 + output * 2000; // backup's price
+    assert.ok(micros > 10000 && input + output < 10000);
+
+    const row = await eventually(() => stack.sql("SELECT resource, input_tokens, output_tokens, cost_micros, upstream FROM usage WHERE principal_id = 'carol'"));
+    assert.equal(row, `backup|${input}|${output}|${micros}|${fixture.url}/v1`);
+    const text = await (await fetch(stack.url('model-gw', '/metrics'))).text();
+    const cost = Number(text.match(/^triplane_model_cost_total\{model="primary"\} ([0-9.e+-]+)$/m)?.[1]);
+    assert.ok(Math.abs(cost - micros / 1e6) < 1e-9, `cost metric ${cost}, expected ${micros / 1e6}`);
+    // The budget was settled at backup's price too: carol's next request is over it.
+    await assert.rejects(carol.chat.completions.create({ model: 'primary', messages: [{ role: 'user', content: 'x' }] }),
+      (e) => e instanceof OpenAI.RateLimitError && e.code === 'budget_exceeded');
+  });
+
+  test('a stream in flight across a snapshot swap settles from the snapshot it started with', async () => {
+    const { data: stream, response } = await client.chat.completions.create({
+      model: 'llama3', stream: true, messages: [{ role: 'user', content: 'a b c d e f' }], fixture: { token_delay_ms: 30 },
+    }).withResponse();
+    const it = stream[Symbol.asyncIterator]();
+    await it.next();
+    // gwctl returns once every worker serves the new snapshot: this request alone holds the old one.
+    assert.equal(stack.gwctl('key', 'create', '--principal', 'bob').status, 0);
+    let rest = 0;
+    for (let r = await it.next(); !r.done; r = await it.next()) rest++;
+    assert.ok(rest > 0, 'the stream went on after the swap');
+    const id = response.headers.get('x-request-id');
+    const row = await eventually(() => stack.sql(`SELECT status, output_tokens > 0 FROM usage WHERE request_id = '${id}'`));
+    assert.equal(row, '200|1');
+  });
+
   test('/metrics shows requests, failover, time to first token, overhead and tokens by model', async () => {
     const text = await (await fetch(stack.url('model-gw', '/metrics'))).text();
     const value = (re) => Number((text.match(re) ?? [])[1] ?? NaN);
@@ -356,6 +445,82 @@ describe('model-gw active health checks', () => {
       const results = await stack.close();
       await fixture.stop();
       assert.equal(results['model-gw'].code, 0, stack.daemons['model-gw'].tail());
+    }
+  });
+});
+
+describe('model-gw readiness (model_gw.readiness) with a dead deployment', () => {
+  // Two models: `up` on a live fixture and `down` on a port nothing listens on, both probed
+  // every 100 ms, so `down`'s circuit opens within about half a second of the start.
+  async function start(readiness, fixture) {
+    const stack = await Stack.start({
+      daemons: ['model-gw'],
+      extra: {
+        model_gw: [
+          'health_interval_ms: 100',
+          `readiness: ${readiness}`,
+          'models:',
+          '  - name: up',
+          `    deployments: [{url: "${fixture.url}/v1", model: m, health_path: /models}]`,
+          '  - name: down',
+          '    deployments: [{url: "http://127.0.0.1:9/v1", health_path: /models}]',
+        ],
+      },
+    });
+    const d = stack.daemons['model-gw'];
+    await d.waitForLog((l) => l.msg === 'deployment circuit open' && l.model === 'down', 5000);
+    return stack;
+  }
+  const readyz = async (stack) => {
+    const res = await fetch(stack.url('model-gw', '/readyz'));
+    return { status: res.status, checks: (await res.json()).checks };
+  };
+  async function close(stack, ...fixtures) {
+    const results = await stack.close();
+    for (const f of fixtures) await f.stop();
+    assert.equal(results['model-gw'].code, 0, stack.daemons['model-gw'].tail());
+  }
+
+  test('every_model: not ready while one model has no healthy deployment', async () => {
+    const fixture = await startFixture(['--model', 'm']);
+    const stack = await start('every_model', fixture);
+    try {
+      const r = await readyz(stack);
+      assert.equal(r.status, 503);
+      assert.match(r.checks.models, /a model has no healthy deployment/);
+    } finally {
+      await close(stack, fixture);
+    }
+  });
+
+  test('any_model: ready while one model is up; not ready once none is', async () => {
+    const fixture = await startFixture(['--model', 'm']);
+    const stack = await start('any_model', fixture);
+    try {
+      const r = await readyz(stack);
+      assert.equal(r.status, 200);
+      assert.equal(r.checks.models, 'ok');
+      await fixture.stop(); // now `up` fails its health checks too
+      await stack.daemons['model-gw'].waitForLog((l) => l.msg === 'deployment circuit open' && l.model === 'up', 5000);
+      const after = await readyz(stack);
+      assert.equal(after.status, 503);
+      assert.match(after.checks.models, /no model has a healthy deployment/);
+    } finally {
+      await close(stack, fixture);
+    }
+  });
+
+  test('none: the models are no part of readiness', async () => {
+    const fixture = await startFixture(['--model', 'm']);
+    const stack = await start('none', fixture);
+    try {
+      await fixture.stop();
+      await stack.daemons['model-gw'].waitForLog((l) => l.msg === 'deployment circuit open' && l.model === 'up', 5000);
+      const r = await readyz(stack);
+      assert.equal(r.status, 200);
+      assert.equal(r.checks.models, undefined);
+    } finally {
+      await close(stack, fixture);
     }
   });
 });

@@ -11,9 +11,11 @@ import { Stack } from './lib/stack.mjs';
 describe('model-gw: the model catalogue through the openai SDK', () => {
   let stack;
   let client;
+  let key;
   before(async () => {
     stack = await Stack.start({
       daemons: ['model-gw'],
+      common: ['max_request_size: 64k'],
       extra: {
         model_gw: [
           'models:',
@@ -35,7 +37,7 @@ describe('model-gw: the model catalogue through the openai SDK', () => {
       '',
     ].join('\n'));
     assert.equal(stack.gwctl('apply', '-f', file).status, 0);
-    const { key } = JSON.parse(stack.gwctl('--json', 'key', 'create', '--principal', 'alice').stdout);
+    ({ key } = JSON.parse(stack.gwctl('--json', 'key', 'create', '--principal', 'alice').stdout));
     client = new OpenAI({ apiKey: key, baseURL: stack.url('model-gw', '/v1'), maxRetries: 0 });
   });
   after(async () => {
@@ -67,6 +69,36 @@ describe('model-gw: the model catalogue through the openai SDK', () => {
       assert.equal(e.type, 'authentication_error');
       assert.ok(e.requestID, 'x-request-id is on the error');
       return true;
+    });
+  });
+
+  test('a body over max_request_size is a 413 APIError whose body is the OpenAI envelope', async () => {
+    const messages = [{ role: 'user', content: 'x'.repeat(80 * 1024) }]; // over 64k, under h2o's own cap
+    await assert.rejects(client.chat.completions.create({ model: 'llama3', messages }), (e) => {
+      // The SDK has no subclass for 413: the base APIError, with the envelope's fields.
+      assert.equal(e.constructor, OpenAI.APIError);
+      assert.equal(e.status, 413);
+      assert.equal(e.type, 'invalid_request_error');
+      assert.equal(e.code, 'request_too_large');
+      assert.match(e.message, /larger than the limit of 65536 bytes/);
+      assert.ok(e.requestID, 'x-request-id is on the error');
+      return true;
+    });
+    const res = await fetch(stack.url('model-gw', '/v1/chat/completions'), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'llama3', messages }),
+    });
+    assert.equal(res.status, 413);
+    assert.match(res.headers.get('content-type'), /^application\/json/);
+    assert.ok(res.headers.get('x-request-id'));
+    const body = await res.json();
+    assert.deepEqual(Object.keys(body), ['error']);
+    assert.deepEqual(body.error, {
+      message: 'the request body is larger than the limit of 65536 bytes',
+      type: 'invalid_request_error',
+      param: null,
+      code: 'request_too_large',
     });
   });
 });

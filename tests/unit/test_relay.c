@@ -13,14 +13,26 @@
 
 #include "relay.h"
 
+/* Relays one event; returns what the client gets as text ("" when the event is dropped). */
+static char *
+relay_text(mg_relay_t *relay, const char *event)
+{
+    mg_buffer_t out = { 0 };
+    mg_relay_chunk(relay, event, strlen(event), &out);
+    char *text = strndup(out.data != NULL ? out.data : "", out.len);
+    mg_buffer_release(&out);
+    return text;
+}
+
 static json_t *
 relay_one(mg_relay_t *relay, const char *event)
 {
-    size_t len = 0;
-    char *out = mg_relay_chunk(relay, event, strlen(event), &len);
-    if (out == NULL)
+    char *out = relay_text(relay, event);
+    size_t len = strlen(out);
+    if (len == 0) {
+        free(out);
         return NULL;
-    assert_int_equal(strlen(out), len);
+    }
     assert_memory_equal(out, "data: ", 6);
     assert_memory_equal(out + len - 2, "\n\n", 2);
     json_t *j = json_loadb(out + 6, len - 8, 0, NULL);
@@ -118,13 +130,73 @@ done_and_non_json_pass_through(void **state)
 {
     (void)state;
     mg_relay_t r = { .public_model = "m", .request_id = "rid" };
-    size_t len;
-    char *done = mg_relay_chunk(&r, "[DONE]", 6, &len);
+    char *done = relay_text(&r, "[DONE]");
     assert_string_equal(done, "data: [DONE]\n\n");
     free(done);
-    char *odd = mg_relay_chunk(&r, "not json", 8, &len);
+    char *odd = relay_text(&r, "not json");
     assert_string_equal(odd, "data: not json\n\n");
     free(odd);
+    /* JSON that jansson refuses (a lone surrogate escape) is not JSON either: as it came */
+    char *lone = relay_text(&r, "{\"model\":\"up\",\"x\":\"\\udc00\"}");
+    assert_string_equal(lone, "data: {\"model\":\"up\",\"x\":\"\\udc00\"}\n\n");
+    free(lone);
+}
+
+/* A chunk with nothing to restore, strip or read keeps the upstream's bytes (spacing, key order,
+ * number and string spelling); only the model name changes. */
+static void
+plain_chunks_keep_their_bytes(void **state)
+{
+    (void)state;
+    mg_relay_t r = { .public_model = "pub\"lic", .request_id = "rid" };
+    char *out = relay_text(&r, "{ \"id\": \"c1\", \"model\" : \"up\", \"x\": 1.50, \"s\": \"\\u00e9/\", "
+                               "\"choices\": [{\"delta\": {\"content\": \"hi\"}}], \"usage\": null }");
+    assert_string_equal(out, "data: { \"id\": \"c1\", \"model\" : \"pub\\\"lic\", \"x\": 1.50, \"s\": \"\\u00e9/\", "
+                             "\"choices\": [{\"delta\": {\"content\": \"hi\"}}], \"usage\": null }\n\n");
+    free(out);
+    /* no model member: nothing added */
+    out = relay_text(&r, "{\"choices\":[]}");
+    assert_string_equal(out, "data: {\"choices\":[]}\n\n");
+    free(out);
+    assert_false(r.usage.seen);
+}
+
+/* A whole answer relayed as text: the same result as the parsed path, usage read. */
+static void
+whole_answer_as_text(void **state)
+{
+    (void)state;
+    const char *body = "{\"id\":\"x\",\"object\":\"chat.completion\",\"model\":\"up\",\"choices\":[{\"index\":0,"
+                       "\"message\":{\"role\":\"assistant\",\"content\":\"hello\"},\"finish_reason\":\"stop\"}],"
+                       "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}";
+    mg_relay_t t = { .public_model = "pub", .request_id = "r" };
+    mg_buffer_t out = { 0 };
+    assert_true(mg_relay_response_text(&t, body, strlen(body), &out));
+    json_t *got = json_loadb(out.data, out.len, 0, NULL);
+    mg_buffer_release(&out);
+    mg_relay_t j = { .public_model = "pub", .request_id = "r" };
+    json_t *want = json_loads(body, 0, NULL);
+    mg_relay_response(&j, want);
+    assert_true(json_equal(got, want));
+    assert_true(t.usage.seen);
+    assert_int_equal(t.usage.prompt_tokens, 9);
+    assert_int_equal(t.usage.completion_tokens, 4);
+    json_decref(got), json_decref(want);
+
+    /* tool calls, an escaped key, or text jansson refuses: left to the parsed path */
+    const char *refused[] = {
+        "{\"model\":\"up\",\"choices\":[{\"message\":{\"tool_calls\":[]}}]}",
+        "{\"mod\\u0065l\":\"up\"}",
+        "{\"model\":\"up\",\"n\":123456789012345678901}",
+        "{\"model\":\"up\"} x",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        mg_relay_t r = { .public_model = "pub", .request_id = "r" };
+        assert_false(mg_relay_response_text(&r, refused[i], strlen(refused[i]), &out));
+        assert_int_equal(out.len, 0);
+        assert_false(r.usage.seen);
+    }
 }
 
 int
@@ -136,6 +208,8 @@ main(void)
         cmocka_unit_test(tool_call_fragments_pass_unchanged),
         cmocka_unit_test(broken_tool_calls_are_repaired),
         cmocka_unit_test(done_and_non_json_pass_through),
+        cmocka_unit_test(plain_chunks_keep_their_bytes),
+        cmocka_unit_test(whole_answer_as_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
