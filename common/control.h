@@ -69,6 +69,8 @@ typedef struct tp_control_result {
     char *error;       /* message when status != 0 */
     json_t *response;  /* the answer object when status == 0 */
     double elapsed_ms; /* from the start of the broadcast to the answer (or failure) */
+    bool sent;         /* the whole request line was written to the daemon's socket */
+    double sent_ms;    /* when it was, from the start of the broadcast (0 when not sent) */
 } tp_control_result_t;
 
 /* Sends `request` to every *.sock in `dir` at once and collects the answers until deadline_ms

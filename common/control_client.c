@@ -127,6 +127,8 @@ ep_send(endpoint_t *ep, double start, const char *line, size_t len)
         ep->sent += (size_t)n;
     }
     ep->state = EP_RECV;
+    ep->res->sent = true;
+    ep->res->sent_ms = now_ms() - start;
 }
 
 /* Parses the answer line in ep->in[0, len). */

@@ -74,30 +74,44 @@ struct tp_daemon {
 
 /* ---- state snapshot ---- */
 
+/* What a control command waits for: the command, and for `kill` and `release` the kill it
+ * names, which the new snapshot must show in force (kill) or no longer in force (release). */
+typedef struct state_wait {
+    tp_control_call_t *call;
+    const char *cmd;   /* "refresh", "kill" or "release" (static) */
+    json_t *kill;      /* {"id"?, "target_kind", "target"} (own reference), or NULL */
+    double started_ms; /* uv_hrtime in ms when the command arrived */
+} state_wait_t;
+
 typedef struct state_swap {
     tp_daemon_t *d;
     state_ref_t *next;
     state_ref_t *prev;
-    tp_control_call_t *call; /* answered once every worker uses `next` (control `refresh`), or NULL */
-    double started_ms;
+    state_wait_t wait; /* wait.call answered once every worker uses `next`, or NULL */
 } state_swap_t;
+
+static void answer_wait(tp_daemon_t *d, const state_wait_t *w, const void *state);
 
 static void
 swap_on_worker(tp_worker_t *w, void *arg)
 {
     state_swap_t *swap = arg;
     swap->d->worker_states[tp_worker_id(w)] = swap->next;
+    if (swap->d->spec->on_worker_state != NULL)
+        swap->d->spec->on_worker_state(swap->d, w, swap->next->state);
 }
 
-/* Every worker now uses the new snapshot, so none can still read the old one. */
+/* Every worker now uses the new snapshot, so none can still read the old one; the plane's
+ * on_worker_state ran on each, and since each worker runs its tasks in order, the work its
+ * on_state queued before the swap (ending what a kill covers) has run on every worker too. */
 static void
 swap_done(void *arg)
 {
     state_swap_t *swap = arg;
     state_ref_release(swap->prev);
-    if (swap->call != NULL)
-        tp_control_reply(swap->call, json_pack("{s:b, s:f}", "refreshed", 1, "took_ms",
-                                               (double)uv_hrtime() / 1e6 - swap->started_ms));
+    if (swap->wait.call != NULL)
+        answer_wait(swap->d, &swap->wait, swap->next->state);
+    json_decref(swap->wait.kill);
     free(swap);
 }
 
@@ -115,20 +129,22 @@ arm_expiry(tp_daemon_t *d)
     }
 }
 
-/* Loads a new snapshot and hands it to every worker. When `call` is not NULL it is answered
- * once every worker uses the new snapshot (or at once with the failure). */
+/* Loads a new snapshot and hands it to every worker. When `wait` is not NULL its call is
+ * answered once every worker uses the new snapshot (or at once with the failure); the wait's
+ * kill reference passes to this function. */
 static int
-load_state_then(tp_daemon_t *d, const char *why, tp_control_call_t *call)
+load_state_then(tp_daemon_t *d, const char *why, const state_wait_t *wait)
 {
-    double started_ms = (double)uv_hrtime() / 1e6;
     char *err = NULL;
     void *next = d->spec->state_ops->load(tp_store_db(d->store), &err);
     if (next == NULL) {
         tp_log_fields(TP_LOG_ERROR, NULL, "state load failed",
                       json_pack("{s:s, s:s}", "reason", why, "error", err != NULL ? err : "unknown"));
         tp_metric_add(d->m_reloads, (const char *[]){ "failed" }, 1);
-        if (call != NULL)
-            tp_control_fail(call, err != NULL ? err : "state load failed");
+        if (wait != NULL) {
+            tp_control_fail(wait->call, err != NULL ? err : "state load failed");
+            json_decref(wait->kill);
+        }
         free(err);
         return -1;
     }
@@ -139,12 +155,16 @@ load_state_then(tp_daemon_t *d, const char *why, tp_control_call_t *call)
         d->spec->on_state(d, next);
     if (d->server != NULL && d->worker_states != NULL) {
         state_swap_t *swap = tp_calloc(1, sizeof(*swap));
-        *swap = (state_swap_t){ .d = d, .next = d->state, .prev = prev, .call = call, .started_ms = started_ms };
+        *swap = (state_swap_t){ .d = d, .next = d->state, .prev = prev };
+        if (wait != NULL)
+            swap->wait = *wait;
         tp_server_each_worker(d->server, swap_on_worker, swap, &d->loop, swap_done, swap);
     } else {
         state_ref_release(prev);
-        if (call != NULL)
-            tp_control_reply(call, json_pack("{s:b}", "refreshed", 1));
+        if (wait != NULL) {
+            answer_wait(d, wait, next);
+            json_decref(wait->kill);
+        }
     }
     arm_expiry(d);
     tp_metric_add(d->m_reloads, (const char *[]){ "ok" }, 1);
@@ -229,7 +249,107 @@ cmd_status(tp_control_call_t *call, json_t *args, void *data)
 static void
 cmd_refresh(tp_control_call_t *call, json_t *args, void *data)
 {
-    load_state_then(data, "control refresh", call);
+    state_wait_t w = { .call = call, .cmd = "refresh", .started_ms = (double)uv_hrtime() / 1e6 };
+    load_state_then(data, "control refresh", &w);
+}
+
+/* Whether the snapshot has a kill of kind/target in force, read from its description's "kills"
+ * array (the policy snapshot's: [{"target_kind", "target", ...}]). */
+static bool
+state_has_kill(tp_daemon_t *d, const void *state, const char *kind, const char *target)
+{
+    json_t *desc = d->spec->state_ops->describe(state);
+    bool found = false;
+    size_t i;
+    json_t *k;
+    json_array_foreach(json_object_get(desc, "kills"), i, k)
+    {
+        const char *kk = json_string_value(json_object_get(k, "target_kind"));
+        const char *kt = json_string_value(json_object_get(k, "target"));
+        found = found || (kk != NULL && kt != NULL && strcmp(kk, kind) == 0 && strcmp(kt, target) == 0);
+    }
+    json_decref(desc);
+    return found;
+}
+
+/* Answers a command that waited for every worker to use `state`. For `kill` and `release` the
+ * snapshot must agree with the store change the command announces; otherwise the answer is a
+ * failure that says what the daemon sees (a kill released or expired in the meantime, say). */
+static void
+answer_wait(tp_daemon_t *d, const state_wait_t *w, const void *state)
+{
+    double took_ms = (double)uv_hrtime() / 1e6 - w->started_ms;
+    if (w->kill == NULL) {
+        tp_control_reply(w->call, json_pack("{s:b, s:f}", "refreshed", 1, "took_ms", took_ms));
+        return;
+    }
+    bool kill = strcmp(w->cmd, "kill") == 0;
+    const char *kind = json_string_value(json_object_get(w->kill, "target_kind"));
+    const char *target = json_string_value(json_object_get(w->kill, "target"));
+    json_int_t id = json_integer_value(json_object_get(w->kill, "id"));
+    int pid, uid;
+    tp_control_call_peer(w->call, &pid, &uid);
+    bool in_force = state_has_kill(d, state, kind, target);
+    if (in_force != kill) {
+        char *msg =
+            kill ? tp_sprintf("kill #%lld of %s %s is not in force in the store (released or expired "
+                              "meanwhile?); nothing to enforce",
+                              (long long)id, kind, target)
+                 : tp_sprintf("a kill of %s %s is still in force in the store (killed again meanwhile?)", kind, target);
+        tp_log_fields(TP_LOG_WARN, NULL, kill ? "kill not confirmed" : "release not confirmed",
+                      json_pack("{s:I, s:s, s:s, s:s, s:i, s:i}", "kill_id", id, "target_kind", kind, "target", target,
+                                "error", msg, "peer_pid", pid, "peer_uid", uid));
+        tp_control_fail(w->call, msg);
+        free(msg);
+        return;
+    }
+    unsigned workers = d->server != NULL ? tp_server_worker_count(d->server) : 0;
+    tp_log_fields(TP_LOG_INFO, NULL, kill ? "kill enforced" : "kill released",
+                  json_pack("{s:I, s:s, s:s, s:f, s:i, s:i, s:i}", "kill_id", id, "target_kind", kind, "target", target,
+                            "took_ms", took_ms, "workers", (int)workers, "peer_pid", pid, "peer_uid", uid));
+    tp_control_reply(w->call, json_pack("{s:b, s:O, s:b, s:i, s:f}", kill ? "enforced" : "released", 1, "kill", w->kill,
+                                        "in_force", kill, "workers", (int)workers, "took_ms", took_ms));
+}
+
+/* `kill` and `release` {"kill": {"id"?, "target_kind", "target"}}: gwctl sends them after it
+ * wrote the change to the store. The daemon reloads its snapshot as for `refresh` and answers
+ * once every worker uses it and the plane has acted on in-flight work, confirming that the kill
+ * is (kill) or is no longer (release) in force. Who may send them is decided by the control
+ * socket's peer check (root or the daemon's own user), as for every command. */
+static void
+cmd_kill_or_release(tp_control_call_t *call, json_t *args, const char *cmd, tp_daemon_t *d)
+{
+    json_t *kill = json_object_get(args, "kill");
+    const char *kind = json_string_value(json_object_get(kill, "target_kind"));
+    const char *target = json_string_value(json_object_get(kill, "target"));
+    json_t *id = json_object_get(kill, "id");
+    if (kind == NULL || target == NULL || (id != NULL && !json_is_integer(id))) {
+        char *msg = tp_sprintf("%s needs {\"kill\": {\"target_kind\": ..., \"target\": ..., \"id\"?: n}}", cmd);
+        tp_control_fail(call, msg);
+        free(msg);
+        return;
+    }
+    state_wait_t w = {
+        .call = call,
+        .cmd = cmd,
+        .kill = json_pack("{s:s, s:s}", "target_kind", kind, "target", target),
+        .started_ms = (double)uv_hrtime() / 1e6,
+    };
+    if (id != NULL)
+        json_object_set(w.kill, "id", id);
+    load_state_then(d, strcmp(cmd, "kill") == 0 ? "control kill" : "control release", &w);
+}
+
+static void
+cmd_kill(tp_control_call_t *call, json_t *args, void *data)
+{
+    cmd_kill_or_release(call, args, "kill", data);
+}
+
+static void
+cmd_release(tp_control_call_t *call, json_t *args, void *data)
+{
+    cmd_kill_or_release(call, args, "release", data);
 }
 
 static void
@@ -499,6 +619,8 @@ start_server(tp_daemon_t *d)
     tp_control_register(d->control, "status", cmd_status, d);
     tp_control_register(d->control, "reload", cmd_reload, d);
     tp_control_register(d->control, "refresh", cmd_refresh, d);
+    tp_control_register(d->control, "kill", cmd_kill, d);
+    tp_control_register(d->control, "release", cmd_release, d);
     if (d->spec->setup != NULL && d->spec->setup(d, &err) != 0)
         goto fail;
     /* Workers read their own slot without locks; they start with the snapshot loaded above. */

@@ -4,9 +4,10 @@
  * tp_daemon_main parses the command line (--config, --check-config, --help, --version), loads
  * the configuration, opens and migrates the store, starts the store writer, loads the state
  * snapshot, starts the HTTP server (with /healthz, /readyz, /metrics) and the control socket
- * (status, reload), and runs until SIGTERM or SIGINT, then shuts down gracefully: stop
- * accepting, let in-flight requests finish up to common.shutdown_timeout_ms, drain the store
- * writer, exit 0. SIGHUP (or the control command `reload`) re-reads what can change at run time.
+ * (status, reload, refresh, kill, release), and runs until SIGTERM or SIGINT, then shuts down
+ * gracefully: stop accepting, let in-flight requests finish up to common.shutdown_timeout_ms,
+ * drain the store writer, exit 0. SIGHUP (or the control command `reload`) re-reads what can
+ * change at run time.
  *
  * A plane plugs in through tp_daemon_spec_t; everything it registers happens in `setup`.
  */
@@ -33,7 +34,9 @@ typedef struct tp_state_ops {
     void *(*load)(sqlite3 *db, char **err);
     /* Releases a snapshot. */
     void (*release)(void *state);
-    /* Describes a snapshot for the status command (new reference). */
+    /* Describes a snapshot for the status command (new reference). Its "kills" array
+     * ([{"target_kind", "target", ...}], the kills in force) is what the control commands kill
+     * and release check before they confirm. */
     json_t *(*describe)(const void *state);
     /* The Unix time (ms) at which something in the snapshot stops applying (a kill or key that
      * expires), so the daemon reloads then; 0 when nothing expires. Optional. */
@@ -48,8 +51,19 @@ typedef struct tp_daemon_spec {
     /* Registers the plane's routes, readiness checks and control commands. Runs on the main
      * thread after the server is created and before it starts. Returns 0, or non-zero with *err. */
     int (*setup)(tp_daemon_t *d, char **err);
-    /* Called on the main thread after a new state snapshot was installed. Optional. */
+    /* Called on the main thread after a new state snapshot was installed, before the workers
+     * switch to it. Work it queues on the workers (tp_server_each_worker) runs before the switch,
+     * and so before the control commands refresh, kill and release are answered (they answer
+     * once every worker has switched). A request a worker takes between that work and its switch
+     * still sees the old snapshot: to end what a kill covers without that gap, use
+     * on_worker_state. Optional. */
     void (*on_state)(tp_daemon_t *d, const void *state);
+    /* Called on each worker's own thread right after it switched to a new snapshot (not for the
+     * one the workers start with), before refresh, kill and release are answered. After it runs,
+     * no request on that worker can pass the old snapshot's checks: this is the race-free place
+     * to end the in-flight work a new kill covers (requests that started under the old snapshot).
+     * `state` stays valid while the worker's requests use it. Must not block. Optional. */
+    void (*on_worker_state)(tp_daemon_t *d, tp_worker_t *w, const void *state);
     /* Called on the main thread when a graceful shutdown begins, after the listeners were asked to
      * close: the plane ends work that would otherwise hold the drain until its deadline (server
      * push streams that never end by themselves). Optional. */

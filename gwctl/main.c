@@ -29,6 +29,10 @@ static const gwctl_command_t *const commands[] = {
     &gwctl_cmd_limit,
     &gwctl_cmd_budget,
     &gwctl_cmd_apply,
+    /* the kill switch */
+    &gwctl_cmd_kill,
+    &gwctl_cmd_release,
+    &gwctl_cmd_kills,
     /* the planes' own state */
     &gwctl_cmd_mcp,
     &gwctl_cmd_agent,

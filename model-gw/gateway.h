@@ -8,11 +8,15 @@
 #include "daemon.h"
 #include "gate.h"
 #include "models.h"
+#include "snapshot.h"
+
+struct proxy;
 
 typedef struct mg_gateway {
     tp_daemon_t *daemon;
     pol_gate_t *gate;
     mg_models_t *models;
+    struct proxy **active; /* per worker: its proxied requests in flight (touched on that worker only) */
 } mg_gateway_t;
 
 /* Sends an OpenAI error envelope {"error":{"message","type","param","code"}}. `param` (the JSON
@@ -34,6 +38,12 @@ void mg_deployment_outcome(const char *model, mg_deployment_t *d, bool ok, const
 /* Starts the active health checks of deployments that have a health_path (a timer on the
  * daemon's main loop that has worker 0 probe). */
 void mg_health_start(mg_gateway_t *gw);
+
+/* Ends, on worker w, the proxied requests in flight whose principal a kill in `snap` covers: a
+ * stream that has started gets an error event (code "suspended") and ends; a request that has
+ * sent nothing yet gets 403 "suspended"; either way the upstream call is cancelled, and usage is
+ * settled when the request is disposed. Runs on w's thread (the daemon's on_worker_state). */
+void mg_proxy_kill(mg_gateway_t *gw, tp_worker_t *w, const pol_snapshot_t *snap);
 
 /* Registers POST /v1/chat/completions, /v1/completions and /v1/embeddings. */
 void mg_proxy_register(mg_gateway_t *gw);

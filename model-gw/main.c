@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "daemon.h"
 #include "gateway.h"
+#include "mem.h"
 #include "snapshot.h"
 
 static mg_gateway_t gateway; /* one per process; lives as long as the daemon */
@@ -66,11 +67,20 @@ setup(tp_daemon_t *d, char **err)
         return -1;
     if ((gateway.models = mg_models_new(&tp_daemon_config(d)->model_gw, err)) == NULL)
         return -1;
+    gateway.active = tp_calloc(tp_server_worker_count(tp_daemon_server(d)), sizeof(*gateway.active));
     mg_catalog_register(&gateway);
     mg_proxy_register(&gateway);
     mg_health_start(&gateway);
     add_ready_check(&gateway, tp_daemon_config(d)->model_gw.readiness);
     return 0;
+}
+
+/* Each worker, right after it switched to a new snapshot, ends what a kill in it covers. */
+static void
+on_worker_state(tp_daemon_t *d, tp_worker_t *w, const void *state)
+{
+    if (gateway.active != NULL)
+        mg_proxy_kill(&gateway, w, state);
 }
 
 static const tp_daemon_spec_t model_gw = {
@@ -79,6 +89,7 @@ static const tp_daemon_spec_t model_gw = {
     .state_ops = &pol_snapshot_state_ops,
     .error_fn = mg_error_fn,
     .setup = setup,
+    .on_worker_state = on_worker_state,
 };
 
 int

@@ -2,7 +2,8 @@
  * proxy.c — POST /v1/chat/completions, /v1/completions and /v1/embeddings: authenticate,
  * validate, authorise, reserve tokens, route to a deployment (retrying others, then fallback
  * models, while nothing has reached the client), relay the answer (streamed with backpressure),
- * and settle usage.
+ * and settle usage. A kill switch that covers the caller ends the request wherever it is
+ * (mg_proxy_kill): each worker keeps its requests in flight on a list for that.
  */
 #include <assert.h>
 #include <math.h>
@@ -114,7 +115,40 @@ typedef struct proxy {
     const char *last_deployment;            /* the label of the last deployment tried, for metrics */
     const char *last_upstream;              /* and its URL, for the usage row */
     char public_model[256];
+    struct proxy *prev, *next; /* on gw->active[worker] from authentication to dispose */
+    bool listed;
+    bool killed; /* a kill switch ended it */
 } proxy_t;
+
+/* ---- the worker's list of requests in flight ---- */
+
+static void
+list_add(proxy_t *p)
+{
+    proxy_t **head = &p->gw->active[tp_worker_id(p->r->worker)];
+    p->prev = NULL;
+    p->next = *head;
+    if (*head != NULL)
+        (*head)->prev = p;
+    *head = p;
+    p->listed = true;
+}
+
+static void
+list_remove(proxy_t *p)
+{
+    if (!p->listed)
+        return;
+    proxy_t **head = &p->gw->active[tp_worker_id(p->r->worker)];
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        *head = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+    p->listed = false;
+}
 
 static void start_attempt(proxy_t *p);
 
@@ -239,11 +273,10 @@ count_upstream_error(proxy_t *p, const char *label, const char *kind)
     tp_metric_add(metrics.upstream_errors, (const char *[]){ p->public_model, label, kind }, 1);
 }
 
-/* The request's end (arg points to the proxy_t *; see handle). */
+/* Cancels the upstream call or the pending retry, and gives the deployment's slot back. */
 static void
-on_dispose(void *arg)
+stop_upstream(proxy_t *p)
 {
-    proxy_t *p = *(proxy_t **)arg;
     if (p->call != NULL) {
         tp_upstream_cancel(p->call);
         p->call = NULL;
@@ -255,6 +288,15 @@ on_dispose(void *arg)
         p->backoff = NULL;
     }
     release_deployment(p);
+}
+
+/* The request's end (arg points to the proxy_t *; see handle). */
+static void
+on_dispose(void *arg)
+{
+    proxy_t *p = *(proxy_t **)arg;
+    list_remove(p);
+    stop_upstream(p);
     record_metrics(p);
     settle(p);
     pol_verdict_clear(&p->verdict);
@@ -354,17 +396,23 @@ on_event(void *data, const char *event, size_t len)
     return 0;
 }
 
+/* Queues an OpenAI error event: data: {"error":{"message","type","param":null,"code"}}. */
 static void
-append_stream_error(proxy_t *p, const char *message)
+append_error_event(proxy_t *p, const char *message, const char *type, const char *code)
 {
-    json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type", "api_error", "param", "code",
-                          "upstream_error");
+    json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type", type, "param", "code", code);
     char *text = json_dumps(e, JSON_COMPACT);
     json_decref(e);
     mg_buffer_add(&p->pending, "data: ", 6);
     mg_buffer_add(&p->pending, text, strlen(text));
     mg_buffer_add(&p->pending, "\n\n", 2);
     free(text);
+}
+
+static void
+append_stream_error(proxy_t *p, const char *message)
+{
+    append_error_event(p, message, "api_error", "upstream_error");
 }
 
 /* ---- the upstream call ---- */
@@ -778,6 +826,7 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
         pol_gate_refuse(r, &p->verdict);
         return 0;
     }
+    list_add(p); /* a kill seen from now on ends it (mg_proxy_kill) */
     json_error_t jerr;
     h2o_iovec_t entity = r->req->entity;
     const char *text = entity.base != NULL ? entity.base : "";
@@ -844,6 +893,51 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
     }
     start_attempt(p);
     return 0;
+}
+
+/* ---- kills ---- */
+
+/* Ends one request for a kill: see mg_proxy_kill. */
+static void
+kill_proxy(proxy_t *p, const pol_kill_t *k)
+{
+    const pol_principal_t *who = p->verdict.identity.principal;
+    char msg[300];
+    snprintf(msg, sizeof(msg), "%s '%s' is suspended by an operator; ask them to release it", pol_kind_name(who->kind),
+             who->id);
+    /* The operator's reason may be an internal incident note: it goes to the log only. */
+    tp_log_fields(TP_LOG_WARN, p->r->id, "ended by a kill switch",
+                  json_pack("{s:s, s:s, s:b, s:s, s:s, s:s}", "principal", who->id, "model", p->public_model,
+                            "streaming", p->started, "kill_kind", k->target_kind, "kill_target", k->target, "reason",
+                            k->reason));
+    p->killed = true;
+    stop_upstream(p);
+    if (p->started) {
+        append_error_event(p, msg, "permission_error", "suspended");
+        p->upstream_done = true;
+        flush(p);
+    } else {
+        fail(p, 403, "suspended", NULL, msg);
+    }
+}
+
+void
+mg_proxy_kill(mg_gateway_t *gw, tp_worker_t *w, const pol_snapshot_t *snap)
+{
+    if (snap->num_kills == 0)
+        return;
+    int64_t now = tp_unix_ms();
+    for (proxy_t *p = gw->active[tp_worker_id(w)], *next; p != NULL; p = next) {
+        next = p->next;
+        if (p->finished || p->killed || p->upstream_done)
+            continue;
+        for (size_t i = 0; i < snap->num_kills; i++) {
+            if (pol_kill_covers(&snap->kills[i], p->verdict.identity.principal, now)) {
+                kill_proxy(p, &snap->kills[i]);
+                break;
+            }
+        }
+    }
 }
 
 static int

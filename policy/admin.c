@@ -129,15 +129,13 @@ finish(sqlite3 *db, int txn, int rv, char **err)
     return rv;
 }
 
-/* Writes the audit row for a change, inside the caller's transaction. Steals before and after. */
+/* Writes an audit row with `detail` (borrowed) inside the caller's transaction. */
 static int
-audit(sqlite3 *db, const char *actor, const char *action, const char *target, json_t *before, json_t *after, char **err)
+audit_detail(sqlite3 *db, const char *actor, const char *action, const char *target, json_t *detail, char **err)
 {
-    json_t *detail = json_object();
-    json_object_set_new(detail, "before", before != NULL ? before : json_null());
-    json_object_set_new(detail, "after", after != NULL ? after : json_null());
     char *text = json_dumps(detail, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(detail);
+    if (text == NULL)
+        return fail(err, -EINVAL, "the audit record of %s cannot be encoded", action);
     sqlite3_stmt *stmt =
         prepare(db, "INSERT INTO audit_log (ts_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)", err);
     if (stmt == NULL) {
@@ -151,6 +149,18 @@ audit(sqlite3 *db, const char *actor, const char *action, const char *target, js
     sqlite3_bind_text(stmt, 5, text, -1, SQLITE_TRANSIENT);
     free(text);
     return run(db, stmt, err, "write the audit record");
+}
+
+/* Writes the audit row for a change, inside the caller's transaction. Steals before and after. */
+static int
+audit(sqlite3 *db, const char *actor, const char *action, const char *target, json_t *before, json_t *after, char **err)
+{
+    json_t *detail = json_object();
+    json_object_set_new(detail, "before", before != NULL ? before : json_null());
+    json_object_set_new(detail, "after", after != NULL ? after : json_null());
+    int rv = audit_detail(db, actor, action, target, detail, err);
+    json_decref(detail);
+    return rv;
 }
 
 /* A column as JSON: integers, reals, text (parsed when `parse` and it is JSON), or null. */
@@ -1089,6 +1099,255 @@ pol_admin_budget_list(sqlite3 *db, const char *scope_kind, const char *scope, in
         json_object_set_new(b, "period_start_ms", json_integer(since));
     }
     return rows;
+}
+
+/* ---- kill switches ---- */
+
+/* Every kill column, and its status at ?1 (now). */
+#define KILL_COLUMNS                                                                                                   \
+    "id, target_kind, target, reason, created_by, created_at_ms, expires_at_ms, released_at_ms, released_by, CASE "    \
+    "WHEN released_at_ms IS NOT NULL THEN 'released' WHEN expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 THEN "     \
+    "'expired' ELSE 'active' END AS status"
+/* The kills of (?2 kind, ?3 target) in force at ?1. */
+#define KILL_ACTIVE_WHERE                                                                                              \
+    "target_kind = ?2 AND target = ?3 AND released_at_ms IS NULL AND (expires_at_ms IS NULL OR expires_at_ms > ?1)"
+
+/* Checks kind and target; *target becomes "*" for "all". Returns 0 or -EINVAL with *err. */
+static int
+check_kill_target(const char *kind, const char **target, char **err)
+{
+    if (kind == NULL || (strcmp(kind, "agent") != 0 && strcmp(kind, "principal") != 0 && strcmp(kind, "team") != 0 &&
+                         strcmp(kind, "all") != 0))
+        return fail(err, -EINVAL, "a kill targets an agent, a principal, a team or all, not '%s'",
+                    kind != NULL ? kind : "");
+    if (strcmp(kind, "all") == 0) {
+        if (*target != NULL && (*target)[0] != '\0' && strcmp(*target, "*") != 0)
+            return fail(err, -EINVAL, "a kill of all takes no name (or \"*\"), not '%s'", *target);
+        *target = "*";
+        return 0;
+    }
+    if (*target == NULL || !pol_admin_valid_id(*target))
+        return fail(err, -EINVAL, "a %s's name must be 1-%d characters of A-Z a-z 0-9 - _ . : @, not '%s'", kind,
+                    ID_MAX, *target != NULL ? *target : "");
+    return 0;
+}
+
+/* "agent 'planner'", or "all" (for messages). */
+static char *
+kill_subject(const char *kind, const char *target)
+{
+    return strcmp(kind, "all") == 0 ? tp_strdup("all") : tp_sprintf("%s '%s'", kind, target);
+}
+
+static json_t *
+kill_get(sqlite3 *db, int64_t id)
+{
+    char *err = NULL;
+    sqlite3_stmt *stmt = prepare(db, "SELECT " KILL_COLUMNS " FROM kills WHERE id = ?2", &err);
+    json_t *rows = NULL;
+    if (stmt != NULL) {
+        sqlite3_bind_int64(stmt, 1, tp_unix_ms());
+        sqlite3_bind_int64(stmt, 2, id);
+        rows = rows_json(db, stmt, &err);
+    }
+    free(err);
+    json_t *row = json_incref(json_array_get(rows, 0));
+    json_decref(rows);
+    return row;
+}
+
+/* The ids of the kills of kind/target in force at `now`, oldest first, into *ids (malloc'd).
+ * Returns their number, or a negative code with *err. */
+static int
+active_kill_ids(sqlite3 *db, const char *kind, const char *target, int64_t now, int64_t **ids, char **err)
+{
+    *ids = NULL;
+    sqlite3_stmt *stmt = prepare(db, "SELECT id FROM kills WHERE " KILL_ACTIVE_WHERE " ORDER BY id", err);
+    if (stmt == NULL)
+        return -EIO;
+    sqlite3_bind_int64(stmt, 1, now);
+    sqlite3_bind_text(stmt, 2, kind, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 3, target, -1, SQLITE_TRANSIENT);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        *ids = tp_realloc(*ids, (size_t)(n + 1) * sizeof(**ids));
+        (*ids)[n++] = sqlite3_column_int64(stmt, 0);
+    }
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE) {
+        free(*ids);
+        *ids = NULL;
+        return db_fail(db, err, "read the kills");
+    }
+    return n;
+}
+
+/* Refuses a kill whose target already has one in force, naming it. */
+static int
+refuse_duplicate(sqlite3 *db, const char *kind, const char *target, int64_t id, char **err)
+{
+    json_t *k = kill_get(db, id);
+    char since[32] = "?";
+    time_t t = (time_t)(json_integer_value(json_object_get(k, "created_at_ms")) / 1000);
+    struct tm tm;
+    if (gmtime_r(&t, &tm) != NULL)
+        strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const char *by = json_string_value(json_object_get(k, "created_by"));
+    char *subject = kill_subject(kind, target);
+    fail(err, -EEXIST,
+         "%s is already killed: kill #%lld since %s by %s; release it first to change its reason or expiry", subject,
+         (long long)id, since, by != NULL ? by : "?");
+    free(subject);
+    json_decref(k);
+    return -EEXIST;
+}
+
+int64_t
+pol_admin_kill(sqlite3 *db, const char *actor, const char *target_kind, const char *target, const char *reason,
+               int64_t ttl_ms, char **err)
+{
+    int rv = check_kill_target(target_kind, &target, err);
+    if (rv != 0)
+        return rv;
+    if (reason == NULL || reason[0] == '\0')
+        return fail(err, -EINVAL, "a kill needs a reason: what the incident is, for whoever reads the audit");
+    if (strlen(reason) > POL_KILL_REASON_MAX)
+        return fail(err, -EINVAL, "a kill's reason is at most %d bytes", POL_KILL_REASON_MAX);
+    if (ttl_ms < 0 || ttl_ms > INT64_MAX / 2)
+        return fail(err, -EINVAL, "a kill's time to live must be positive, or 0 for none");
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int64_t now = tp_unix_ms(), *ids = NULL;
+    int n = active_kill_ids(db, target_kind, target, now, &ids, err);
+    if (n != 0) {
+        rv = n < 0 ? n : refuse_duplicate(db, target_kind, target, ids[n - 1], err);
+        free(ids);
+        return finish(db, txn, rv, err);
+    }
+    sqlite3_stmt *stmt = prepare(db,
+                                 "INSERT INTO kills (target_kind, target, reason, created_by, created_at_ms, "
+                                 "expires_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                                 err);
+    if (stmt == NULL)
+        return finish(db, txn, -EIO, err);
+    sqlite3_bind_text(stmt, 1, target_kind, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 2, target, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 3, reason, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 4, actor, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(stmt, 5, now);
+    bind_int_or_null(stmt, 6, ttl_ms > 0 ? now + ttl_ms : 0);
+    rv = run(db, stmt, err, "write the kill");
+    int64_t id = rv == 0 ? sqlite3_last_insert_rowid(db) : 0;
+    char *audit_target = tp_sprintf("%s:%s", target_kind, target);
+    if (rv == 0)
+        rv = audit(db, actor, "kill.create", audit_target, NULL, kill_get(db, id), err);
+    free(audit_target);
+    rv = finish(db, txn, rv, err);
+    return rv == 0 ? id : rv;
+}
+
+int64_t
+pol_admin_release(sqlite3 *db, const char *actor, const char *target_kind, const char *target, char **err)
+{
+    int rv = check_kill_target(target_kind, &target, err);
+    if (rv != 0)
+        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    int64_t now = tp_unix_ms(), *ids = NULL;
+    int n = active_kill_ids(db, target_kind, target, now, &ids, err);
+    if (n <= 0) {
+        if (n == 0) {
+            char *subject = kill_subject(target_kind, target);
+            n = fail(err, -ENOENT, "no kill of %s is in force", subject);
+            free(subject);
+        }
+        return finish(db, txn, n, err);
+    }
+    char *audit_target = tp_sprintf("%s:%s", target_kind, target);
+    for (int i = 0; i < n && rv == 0; i++) {
+        json_t *before = kill_get(db, ids[i]);
+        sqlite3_stmt *stmt = prepare(db, "UPDATE kills SET released_at_ms = ?, released_by = ? WHERE id = ?", err);
+        if (stmt == NULL) {
+            json_decref(before);
+            rv = -EIO;
+            break;
+        }
+        sqlite3_bind_int64(stmt, 1, now);
+        sqlite3_bind_text(stmt, 2, actor, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(stmt, 3, ids[i]);
+        rv = run(db, stmt, err, "release the kill");
+        if (rv == 0)
+            rv = audit(db, actor, "kill.release", audit_target, before, kill_get(db, ids[i]), err);
+        else
+            json_decref(before);
+    }
+    free(audit_target);
+    int64_t newest = ids[n - 1];
+    free(ids);
+    rv = finish(db, txn, rv, err);
+    return rv == 0 ? newest : rv;
+}
+
+json_t *
+pol_admin_kills(sqlite3 *db, bool include_released, char **err)
+{
+    sqlite3_stmt *stmt = prepare(db,
+                                 "SELECT " KILL_COLUMNS " FROM kills WHERE ?2 OR (released_at_ms IS NULL AND "
+                                 "(expires_at_ms IS NULL OR expires_at_ms > ?1)) ORDER BY id DESC",
+                                 err);
+    if (stmt == NULL)
+        return NULL;
+    sqlite3_bind_int64(stmt, 1, tp_unix_ms());
+    sqlite3_bind_int(stmt, 2, include_released);
+    return rows_json(db, stmt, err);
+}
+
+/* True when `sql` (one text parameter) returns a row; also when it cannot run, so that a store
+ * without a table yet never makes gwctl cry wolf. */
+static bool
+exists(sqlite3 *db, const char *sql, const char *value)
+{
+    char *err = NULL;
+    sqlite3_stmt *stmt = prepare(db, sql, &err);
+    free(err);
+    if (stmt == NULL)
+        return true;
+    sqlite3_bind_text(stmt, 1, value, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    return rc != SQLITE_DONE;
+}
+
+bool
+pol_admin_kill_target_known(sqlite3 *db, const char *target_kind, const char *target)
+{
+    if (strcmp(target_kind, "all") == 0)
+        return true;
+    if (strcmp(target_kind, "team") == 0)
+        return exists(db, "SELECT 1 FROM teams WHERE id = ?1 UNION ALL SELECT 1 FROM principals WHERE team = ?1",
+                      target);
+    if (exists(db, "SELECT 1 FROM principals WHERE id = ?", target))
+        return true;
+    return strcmp(target_kind, "agent") == 0 && exists(db, "SELECT 1 FROM agents WHERE name = ?", target);
+}
+
+int
+pol_admin_audit_kill_outcome(sqlite3 *db, const char *actor, const char *target_kind, const char *target,
+                             json_t *outcome, char **err)
+{
+    int rv = check_kill_target(target_kind, &target, err);
+    if (rv != 0)
+        return rv;
+    int txn = begin(db, err);
+    if (txn < 0)
+        return txn;
+    char *audit_target = tp_sprintf("%s:%s", target_kind, target);
+    rv = audit_detail(db, actor, "kill.broadcast", audit_target, outcome, err);
+    free(audit_target);
+    return finish(db, txn, rv, err);
 }
 
 /* ---- usage and audit ---- */

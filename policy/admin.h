@@ -91,6 +91,46 @@ int pol_admin_budget_set(sqlite3 *db, const char *actor, const char *scope_kind,
  * scope_kind/scope may be NULL for all. */
 json_t *pol_admin_budget_list(sqlite3 *db, const char *scope_kind, const char *scope, int64_t now_ms, char **err);
 
+/* ---- kill switches ---- */
+
+/* A kill switch stops one subject on every plane: target_kind "agent" or "principal" (target is
+ * the principal id or agent name), "team" (a team id), or "all" (target "*"; NULL or "" reads as
+ * "*" there). Targets need not exist in the store: a JWT identity or a configured agent may carry
+ * the name.
+ *
+ * pol_admin_kill puts one in force. `reason` is required (what the incident is; at most
+ * POL_KILL_REASON_MAX bytes). ttl_ms 0: until released; otherwise it expires by itself ttl_ms
+ * from now. At most one kill per target is active: a second one for the same kind and target is
+ * refused with -EEXIST, and *err names the one in force (its id, since when, by whom) — release
+ * it first to change its reason or expiry. Audited as "kill.create", target "KIND:TARGET",
+ * {"before": null, "after": the kill}. Returns the new kill's id (> 0), or a negative code. */
+#define POL_KILL_REASON_MAX 1000
+int64_t pol_admin_kill(sqlite3 *db, const char *actor, const char *target_kind, const char *target, const char *reason,
+                       int64_t ttl_ms, char **err);
+
+/* Releases the kill of target_kind/target that is in force: sets released_at_ms and released_by.
+ * -ENOENT when none is (an expired kill is no longer in force). Audited as "kill.release" with
+ * the kill before and after. Returns the released kill's id (> 0; if rows written by other means
+ * left several active for the target, all are released and the newest id is returned). */
+int64_t pol_admin_release(sqlite3 *db, const char *actor, const char *target_kind, const char *target, char **err);
+
+/* Kills newest first: those in force only, or with include_released every one ever made. Rows:
+ * {id, target_kind, target, reason, created_by, created_at_ms, expires_at_ms (null: none),
+ * released_at_ms, released_by (null unless released), status ("active", "expired", "released")}. */
+json_t *pol_admin_kills(sqlite3 *db, bool include_released, char **err);
+
+/* Whether anything in the store answers to the target: a principal (agent, principal), an
+ * agent in the registry (agent), a team or a principal in it (team); always true for "all". A
+ * kill of an unknown name is allowed (see above); gwctl uses this to warn about typos. */
+bool pol_admin_kill_target_known(sqlite3 *db, const char *target_kind, const char *target);
+
+/* Records what happened when a kill or release was sent to the daemons, as an audit row of its
+ * own ("kill.broadcast", target "KIND:TARGET"): `outcome` is borrowed and stored as the detail
+ * (gwctl writes {"command", "kill_id", "daemons": [...], "all_confirmed"}). Written after the
+ * broadcast, so that every kill and release, confirmed or not, leaves its outcome in the audit. */
+int pol_admin_audit_kill_outcome(sqlite3 *db, const char *actor, const char *target_kind, const char *target,
+                                 json_t *outcome, char **err);
+
 /* ---- reading usage and audit ---- */
 
 /* Usage summed over [since_ms, until_ms) grouped by `by` ("principal", "team", "model" or

@@ -191,7 +191,11 @@ for (const sdk of SDKS) {
       })();
       assert.ok(await eventually(() => events.some((e) => e.kind === 'artifact')), 'the stream started');
       const taskId = events[0].taskId;
-      stack.sql("INSERT INTO kills (target_kind, target, reason, created_by, created_at_ms) VALUES ('agent', 'slow', 'drill', 'e2e', strftime('%s','now') * 1000)");
+      const killed = stack.gwctl('--json', 'kill', 'agent', 'slow', '--reason', 'drill');
+      assert.equal(killed.status, 0, killed.stderr);
+      // agent-gw answers once its workers have ended the stream; the other daemons are not running here
+      assert.deepEqual(JSON.parse(killed.stdout).daemons.map((d) => [d.daemon, d.result]),
+        [['agent-gw', 'confirmed'], ['mcp-gw', 'not running'], ['model-gw', 'not running']]);
       await consumed;
       const last = events[events.length - 1];
       assert.equal(last.state, 'canceled', JSON.stringify(last));
@@ -203,7 +207,8 @@ for (const sdk of SDKS) {
       });
       assert.ok(ledger, 'the ledger shows the task canceled');
       await assert.rejects(sendText(await client('slow'), sdk, 'chunks=1'), (e) => codeOf(e) === -32043);
-      stack.sql("UPDATE kills SET released_at_ms = strftime('%s','now') * 1000, released_by = 'e2e' WHERE target = 'slow'");
+      const released = stack.gwctl('release', 'agent', 'slow');
+      assert.equal(released.status, 0, released.stderr);
       const back = await eventually(async () => {
         try {
           const r = await collect(sdk, streamText(await client('slow'), sdk, 'chunks=1 delay_ms=1'));

@@ -320,6 +320,215 @@ deleting_a_principal_audits_its_keys(void **state)
     free(id);
 }
 
+/* The audit rows of `action`, newest first (new reference). */
+static json_t *
+audit_rows(sqlite3 *db, const char *action)
+{
+    char *err = NULL;
+    json_t *rows = pol_admin_audit(db, NULL, action, NULL, 0, 0, 0, 100, &err);
+    assert_non_null(rows);
+    return rows;
+}
+
+static size_t
+snapshot_kills(sqlite3 *db)
+{
+    char *err = NULL;
+    pol_snapshot_t *snap = pol_snapshot_load(db, &err);
+    assert_non_null(snap);
+    size_t n = snap->num_kills;
+    pol_snapshot_free(snap);
+    return n;
+}
+
+static void
+a_kill_and_its_release_are_audited_and_reach_the_snapshot(void **state)
+{
+    fixture_t *f = *state;
+    char *err = NULL;
+    int64_t id = pol_admin_kill(f->db, "os:alice", "agent", "planner", "incident 42", 0, &err);
+    assert_true(id > 0);
+    assert_int_equal(snapshot_kills(f->db), 1);
+
+    json_t *kills = pol_admin_kills(f->db, false, &err);
+    assert_int_equal(json_array_size(kills), 1);
+    json_t *k = json_array_get(kills, 0);
+    assert_int_equal(json_integer_value(json_object_get(k, "id")), id);
+    assert_string_equal(json_string_value(json_object_get(k, "target")), "planner");
+    assert_string_equal(json_string_value(json_object_get(k, "created_by")), "os:alice");
+    assert_string_equal(json_string_value(json_object_get(k, "status")), "active");
+    assert_true(json_is_null(json_object_get(k, "expires_at_ms")));
+    json_decref(kills);
+
+    json_t *rows = audit_rows(f->db, "kill.create");
+    assert_int_equal(json_array_size(rows), 1);
+    json_t *row = json_array_get(rows, 0);
+    assert_string_equal(json_string_value(json_object_get(row, "actor")), "os:alice");
+    assert_string_equal(json_string_value(json_object_get(row, "target")), "agent:planner");
+    json_t *after = json_object_get(json_object_get(row, "detail"), "after");
+    assert_string_equal(json_string_value(json_object_get(after, "reason")), "incident 42");
+    assert_int_equal(json_integer_value(json_object_get(after, "id")), id);
+    json_decref(rows);
+
+    /* One kill per target: a second is refused, naming the first, and nothing is written. */
+    assert_int_equal(pol_admin_kill(f->db, "os:bob", "agent", "planner", "again", 0, &err), -EEXIST);
+    char want[32];
+    snprintf(want, sizeof(want), "kill #%lld", (long long)id);
+    assert_non_null(strstr(err, want));
+    assert_non_null(strstr(err, "os:alice"));
+    free(err);
+    err = NULL;
+    rows = audit_rows(f->db, "kill.create");
+    assert_int_equal(json_array_size(rows), 1);
+    json_decref(rows);
+    /* Another kind with the same name is another target. */
+    int64_t other = pol_admin_kill(f->db, "os:alice", "principal", "planner", "belt and braces", 0, &err);
+    assert_true(other > id);
+    assert_int_equal(pol_admin_release(f->db, "os:alice", "principal", "planner", &err), other);
+
+    assert_int_equal(pol_admin_release(f->db, "os:carol", "agent", "planner", &err), id);
+    assert_int_equal(snapshot_kills(f->db), 0);
+    kills = pol_admin_kills(f->db, false, &err);
+    assert_int_equal(json_array_size(kills), 0);
+    json_decref(kills);
+    kills = pol_admin_kills(f->db, true, &err);
+    assert_int_equal(json_array_size(kills), 2);
+    k = json_array_get(kills, 1); /* newest first */
+    assert_int_equal(json_integer_value(json_object_get(k, "id")), id);
+    assert_string_equal(json_string_value(json_object_get(k, "status")), "released");
+    assert_string_equal(json_string_value(json_object_get(k, "released_by")), "os:carol");
+    assert_true(json_integer_value(json_object_get(k, "released_at_ms")) > 0);
+    json_decref(kills);
+
+    rows = audit_rows(f->db, "kill.release");
+    assert_int_equal(json_array_size(rows), 2);
+    row = json_array_get(rows, 0);
+    assert_string_equal(json_string_value(json_object_get(row, "actor")), "os:carol");
+    json_t *detail = json_object_get(row, "detail");
+    assert_true(json_is_null(json_object_get(json_object_get(detail, "before"), "released_at_ms")));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(detail, "after"), "reason")), "incident 42");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(detail, "after"), "status")), "released");
+    json_decref(rows);
+
+    /* Nothing left to release. */
+    assert_int_equal(pol_admin_release(f->db, "os:carol", "agent", "planner", &err), -ENOENT);
+    assert_string_equal(err, "no kill of agent 'planner' is in force");
+    free(err);
+}
+
+static void
+a_kill_needs_a_known_kind_a_valid_name_and_a_reason(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *kind, *target, *reason;
+        int64_t ttl_ms;
+        const char *says;
+    } bad[] = {
+        { "robot", "x", "r", 0, "not 'robot'" },      { "agent", "two words", "r", 0, "not 'two words'" },
+        { "agent", NULL, "r", 0, "name must be" },    { "team", "ops", "", 0, "needs a reason" },
+        { "team", "ops", NULL, 0, "needs a reason" }, { "principal", "bob", "r", -1, "time to live" },
+        { "all", "bob", "r", 0, "takes no name" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *err = NULL;
+        assert_int_equal(
+            pol_admin_kill(f->db, "os:test", bad[i].kind, bad[i].target, bad[i].reason, bad[i].ttl_ms, &err), -EINVAL);
+        if (strstr(err, bad[i].says) == NULL)
+            fail_msg("case %zu: '%s' does not say '%s'", i, err, bad[i].says);
+        free(err);
+    }
+    char *long_reason = malloc(POL_KILL_REASON_MAX + 2);
+    memset(long_reason, 'x', POL_KILL_REASON_MAX + 1);
+    long_reason[POL_KILL_REASON_MAX + 1] = '\0';
+    char *err = NULL;
+    assert_int_equal(pol_admin_kill(f->db, "os:test", "team", "ops", long_reason, 0, &err), -EINVAL);
+    free(err);
+    free(long_reason);
+    json_t *all = pol_admin_kills(f->db, true, &err);
+    assert_int_equal(json_array_size(all), 0);
+    json_decref(all);
+    json_t *rows = pol_admin_audit(f->db, NULL, NULL, NULL, 0, 0, 0, 100, &err);
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+
+    /* "all" is spelled without a name, or "*". */
+    int64_t id = pol_admin_kill(f->db, "os:test", "all", NULL, "everything stops", 0, &err);
+    assert_true(id > 0);
+    assert_int_equal(pol_admin_kill(f->db, "os:test", "all", "*", "twice", 0, &err), -EEXIST);
+    free(err);
+    err = NULL;
+    assert_int_equal(pol_admin_release(f->db, "os:test", "all", "", &err), id);
+}
+
+static void
+an_expired_kill_is_no_longer_in_force(void **state)
+{
+    fixture_t *f = *state;
+    char *err = NULL;
+    int64_t before = now_ms();
+    int64_t id = pol_admin_kill(f->db, "os:test", "team", "ops", "for an hour", 3600 * 1000, &err);
+    assert_true(id > 0);
+    json_t *kills = pol_admin_kills(f->db, false, &err);
+    int64_t expires = json_integer_value(json_object_get(json_array_get(kills, 0), "expires_at_ms"));
+    assert_true(expires >= before + 3600 * 1000 && expires <= now_ms() + 3600 * 1000);
+    json_decref(kills);
+
+    /* Its hour is over (moved into the past rather than waited for). */
+    assert_int_equal(tp_store_exec(f->store, "UPDATE kills SET expires_at_ms = 1", &err), 0);
+    assert_int_equal(snapshot_kills(f->db), 0);
+    kills = pol_admin_kills(f->db, false, &err);
+    assert_int_equal(json_array_size(kills), 0);
+    json_decref(kills);
+    kills = pol_admin_kills(f->db, true, &err);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(kills, 0), "status")), "expired");
+    json_decref(kills);
+    assert_int_equal(pol_admin_release(f->db, "os:test", "team", "ops", &err), -ENOENT);
+    free(err);
+    err = NULL;
+    /* A new kill of the same team is not a duplicate of an expired one. */
+    assert_true(pol_admin_kill(f->db, "os:test", "team", "ops", "again", 0, &err) > id);
+}
+
+static void
+the_outcome_of_a_broadcast_is_audited(void **state)
+{
+    fixture_t *f = *state;
+    char *err = NULL;
+    int64_t id = pol_admin_kill(f->db, "os:test", "principal", "bob", "drill", 0, &err);
+    json_t *outcome = json_pack("{s:s, s:I, s:b, s:[{s:s, s:b, s:b}]}", "command", "kill", "kill_id", (json_int_t)id,
+                                "all_confirmed", 0, "daemons", "daemon", "mcp-gw", "requested", 1, "confirmed", 0);
+    assert_int_equal(pol_admin_audit_kill_outcome(f->db, "os:test", "principal", "bob", outcome, &err), 0);
+    json_t *rows = audit_rows(f->db, "kill.broadcast");
+    assert_int_equal(json_array_size(rows), 1);
+    json_t *row = json_array_get(rows, 0);
+    assert_string_equal(json_string_value(json_object_get(row, "target")), "principal:bob");
+    assert_true(json_equal(json_object_get(row, "detail"), outcome));
+    json_decref(rows);
+    json_decref(outcome);
+}
+
+static void
+unknown_kill_targets_are_told_apart(void **state)
+{
+    fixture_t *f = *state;
+    char *err = NULL;
+    add_principal(f->db, "{\"id\":\"planner\",\"kind\":\"agent\",\"team\":\"ml\"}");
+    assert_int_equal(tp_store_exec(f->store,
+                                   "INSERT INTO agents (name, url, created_at_ms, created_by) VALUES ('slow', "
+                                   "'http://127.0.0.1:9/', 1, 'os:test')",
+                                   &err),
+                     0);
+    assert_true(pol_admin_kill_target_known(f->db, "agent", "planner"));
+    assert_true(pol_admin_kill_target_known(f->db, "agent", "slow"));
+    assert_true(pol_admin_kill_target_known(f->db, "principal", "planner"));
+    assert_false(pol_admin_kill_target_known(f->db, "principal", "slow"));
+    assert_false(pol_admin_kill_target_known(f->db, "agent", "plannr"));
+    assert_true(pol_admin_kill_target_known(f->db, "team", "ml"));
+    assert_false(pol_admin_kill_target_known(f->db, "team", "ops"));
+    assert_true(pol_admin_kill_target_known(f->db, "all", "*"));
+}
+
 int
 main(void)
 {
@@ -332,6 +541,11 @@ main(void)
         cmocka_unit_test_setup_teardown(a_stored_rule_that_no_longer_parses_fails_the_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(changes_nest_inside_a_caller_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(deleting_a_principal_audits_its_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_kill_and_its_release_are_audited_and_reach_the_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_kill_needs_a_known_kind_a_valid_name_and_a_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_expired_kill_is_no_longer_in_force, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_outcome_of_a_broadcast_is_audited, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_kill_targets_are_told_apart, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
