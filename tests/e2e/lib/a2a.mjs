@@ -169,7 +169,7 @@ export async function collect(sdk, iterable, { until } = {}) {
 // side endpoints per agent: cancels(name), lastHeaders(name, of = 'rpc'|'card'), requests(name),
 // delegations(name), reset(name)}.
 export async function startA2AAgents({ sdk, agents, gateway, keys = {}, requireAuth = {}, verbose = false, env = {}, timeoutMs = 15000 } = {}) {
-  const args = [AGENTS_FIXTURE, '--sdk', sdk, '--port', '0'];
+  const args = [AGENTS_FIXTURE, '--sdk', sdk, '--port', '0', '--exit-with-parent'];
   for (const [name, kind] of Object.entries(agents ?? {})) args.push('--agent', `${name}=${kind}`);
   if (gateway) args.push('--gateway', gateway);
   for (const [name, key] of Object.entries(keys)) args.push('--key-for', `${name}=${key}`);
