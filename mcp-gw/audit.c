@@ -49,6 +49,26 @@ mcp_metrics_init(mcp_gateway_t *gw)
                                           (const char *[]){ "event", NULL });
     m->messages = tp_metrics_counter(reg, "triplane_mcp_messages_total", "JSON-RPC messages relayed",
                                      (const char *[]){ "direction", "kind", NULL });
+    m->dropped = tp_metrics_counter(reg, "triplane_mcp_messages_dropped_total",
+                                    "messages from servers that reached no client, by reason (unattributable: a "
+                                    "shared stdio server's message with no single session it belongs to)",
+                                    (const char *[]){ "reason", NULL });
+}
+
+/* The server label of a target ("server/tool"): a configured server's name, else "unknown". A
+ * target can come from the client (an unknown tool's name), and label values must come from a
+ * fixed set, or every name a client makes up becomes a series of its own. */
+static const char *
+server_label(const mcp_gateway_t *gw, const char *target)
+{
+    const char *slash = strchr(target, '/');
+    size_t len = slash != NULL ? (size_t)(slash - target) : 0;
+    for (size_t i = 0; i < gw->num_servers && slash != NULL; i++) {
+        const char *name = mcp_server_name(gw->servers[i]);
+        if (strlen(name) == len && memcmp(name, target, len) == 0)
+            return name;
+    }
+    return "unknown";
 }
 
 void
@@ -66,10 +86,7 @@ mcp_audit_call(mcp_gateway_t *gw, const char *principal, const char *method, con
         tp_warn("audit record dropped (store writer queue full)");
     free(text);
     json_decref(detail);
-    const char *slash = strchr(target, '/');
-    char server[128];
-    snprintf(server, sizeof(server), "%.*s", slash != NULL ? (int)(slash - target) : 0, target);
-    tp_metric_add(gw->metrics.calls, (const char *[]){ server, method, outcome }, 1);
+    tp_metric_add(gw->metrics.calls, (const char *[]){ server_label(gw, target), method, outcome }, 1);
 }
 
 static json_t *

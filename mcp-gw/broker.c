@@ -11,10 +11,25 @@
  *
  * A request is answered with application/json when the answer is ready at once, and otherwise
  * on an SSE stream opened for it (catalogs to fetch, a call upstream).
+ *
+ * Policy and requests that wait. A request that waits for catalogs (deferred) outlives the POST
+ * that carried it: the client may drop that connection and resume the stream with a GET, which
+ * closes the POST. So a deferred request never keeps the POST's verdict; it asks the stream for
+ * the request writing it at that moment:
+ *  - filtering (lists, the names in an unknown-tool error) uses the verdict of whichever request
+ *    writes the answer: the POST, or the GET that resumed it (the same principal: a session
+ *    answers only to the principal that opened it, and both were authenticated);
+ *  - authorizing a routed request (rules with the body's size, and rate limits, which
+ *    pol_gate_authorize takes from the request) needs the POST itself, so it happens only while
+ *    the POST still writes the stream; once a resumption took over, the client is asked to send
+ *    the request again rather than be checked against a request that is not the one it sent.
+ * When nobody listens any more, or the session ended, the request is dropped unanswered.
  */
 #include "gateway.h"
 
 #include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +39,11 @@
 #include "log.h"
 #include "mem.h"
 
-#define MAX_SCHEMA_ERRORS  8
-#define SCHEMA_EXCERPT_MAX 1500 /* bytes of schema quoted back in a validation error */
-#define MAX_LISTED_NAMES   30   /* tools named in an unknown-tool error */
+#define MAX_SCHEMA_ERRORS   8
+#define SCHEMA_EXCERPT_MAX  1500 /* bytes of schema quoted back in a validation error */
+#define MAX_LISTED_NAMES    30   /* tools named in an unknown-tool error */
+#define QUOTED_NAME_MAX     200  /* bytes of a client's name quoted back in an error or audited */
+#define MAX_SERVER_REQUESTS 32   /* server-to-client requests awaiting a session's answer; more evict the oldest */
 
 /* A client request being handled; lives until it is answered. */
 typedef struct query {
@@ -35,9 +52,9 @@ typedef struct query {
     json_t *msg;
     const json_t *id;
     const char *method;
-    const pol_verdict_t *v; /* in the request's pool: valid while mcp_stream_request(st) or r is */
-    tp_request_t *r;        /* NULL once answered on a stream, or when the client went away */
-    mcp_stream_t *st;       /* the SSE stream answering it, once opened */
+    pol_verdict_t *v; /* the POST's, in its pool: used only until defer (see the top) */
+    tp_request_t *r;  /* the POST until defer; NULL after */
+    mcp_stream_t *st; /* the SSE stream answering it, once opened */
 } query_t;
 
 /* ---- JSON-RPC ---- */
@@ -45,22 +62,67 @@ typedef struct query {
 json_t *
 mcp_jsonrpc_result(const json_t *id, json_t *result)
 {
-    return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result", result);
+    if (result == NULL)
+        return NULL;
+    return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id != NULL ? id : json_null(), "result", result);
 }
 
 json_t *
 mcp_jsonrpc_error(const json_t *id, int code, const char *message, json_t *data)
 {
-    json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
+    json_t *text = json_string(message);
+    if (text == NULL) /* not UTF-8: the error must still go out */
+        text = json_string("Internal error (the error message was not valid UTF-8)");
+    json_t *err = json_pack("{s:i, s:o}", "code", code, "message", text);
     if (data != NULL)
         json_object_set_new(err, "data", data);
     return json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id != NULL ? id : json_null(), "error", err);
 }
 
+int
+mcp_utf8_cut(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    /* s[n] is the NUL or the first byte left out: a continuation byte there means the last
+     * character kept would be split, so back up to where it starts. */
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n > INT_MAX ? INT_MAX : (int)n;
+}
+
+/* ---- text for people ---- */
+
+/* A growing string, for messages built from parts of any length. */
+typedef struct text {
+    char *s;
+    size_t len, cap;
+} text_t;
+
+static void text_printf(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+text_printf(text_t *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (t->len + (size_t)n + 1 > t->cap) {
+        t->cap = (t->len + (size_t)n + 1) * 2;
+        t->s = tp_realloc(t->s, t->cap);
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->s + t->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)n;
+}
+
 /* ---- answering ---- */
 
 static query_t *
-query_new(mcp_gateway_t *gw, tp_request_t *r, mcp_session_t *s, json_t *msg, const pol_verdict_t *v)
+query_new(mcp_gateway_t *gw, tp_request_t *r, mcp_session_t *s, json_t *msg, pol_verdict_t *v)
 {
     query_t *q = tp_calloc(1, sizeof(*q));
     q->gw = gw;
@@ -86,15 +148,39 @@ query_free(query_t *q)
 static tp_request_t *
 query_request(query_t *q)
 {
+    if (q->s->ended) /* its streams are freed with it: q->st dangles */
+        return NULL;
     if (q->st != NULL)
         return mcp_stream_request(q->st);
     return q->r;
 }
 
-/* Answers the query with msg (stolen) and frees it. */
+/* The verdict to filter with: that of the request writing the answer now (see the top). Only
+ * while query_request(q) is not NULL. */
+static const pol_verdict_t *
+query_verdict(query_t *q)
+{
+    return q->st != NULL ? mcp_stream_verdict(q->st) : q->v;
+}
+
+/* Frees the query and returns true when nobody can take its answer any more (the session ended,
+ * or the client went away); the caller must not touch q then. */
+static bool
+query_gone(query_t *q)
+{
+    if (query_request(q) != NULL)
+        return false;
+    query_free(q);
+    return true;
+}
+
+/* Answers the query with msg (stolen) and frees it. A msg that could not be built (NULL) is
+ * answered with a fixed internal error: every request gets an answer. */
 static void
 answer(query_t *q, json_t *msg)
 {
+    if (msg == NULL)
+        msg = mcp_jsonrpc_error(q->id, JSONRPC_INTERNAL_ERROR, "Internal error: the answer could not be built", NULL);
     if (q->st != NULL) {
         if (!q->s->ended)
             mcp_stream_send(q->st, msg, true);
@@ -125,8 +211,9 @@ defer(query_t *q)
     if (q->st != NULL)
         return;
     q->st = mcp_stream_new(q->s, false);
-    mcp_stream_attach(q->st, q->r, 0, strcmp(q->s->protocol, "2025-11-25") >= 0);
+    mcp_stream_attach(q->st, q->r, q->v, 0, strcmp(q->s->protocol, "2025-11-25") >= 0);
     q->r = NULL;
+    q->v = NULL; /* the stream knows the verdict of whoever writes it from now on */
 }
 
 static void
@@ -157,19 +244,28 @@ visible(query_t *q, const char *public_name)
     return false;
 }
 
-/* The whole check for one routed request: rules and rate limits. Answers and returns false
- * when refused. */
-static bool
+typedef enum authz {
+    AUTHZ_ALLOWED, /* go on with q */
+    AUTHZ_REFUSED, /* the policy said no: answered */
+    AUTHZ_NONE,    /* no decision (the client went away, or the POST is gone): answered or dropped */
+} authz_t;
+
+/* The whole check for one routed request: rules and rate limits, with the POST that carried it
+ * (see the top). Unless allowed, q is answered or dropped, and freed. */
+static authz_t
 authorize(query_t *q, const char *resource, const char *action)
 {
-    tp_request_t *r = query_request(q);
-    if (r == NULL) { /* the client went away */
-        query_free(q);
-        return false;
+    if (query_gone(q))
+        return AUTHZ_NONE;
+    tp_request_t *r = q->st != NULL ? mcp_stream_opener(q->st) : q->r;
+    if (r == NULL) {
+        answer_error(q, JSONRPC_INTERNAL_ERROR,
+                     "The request's POST ended before the request could be authorized; send the request again", NULL);
+        return AUTHZ_NONE;
     }
-    pol_verdict_t *v = (pol_verdict_t *)q->v;
+    pol_verdict_t *v = q->st != NULL ? mcp_stream_verdict(q->st) : q->v;
     if (pol_gate_authorize(q->gw->gate, r, resource, action, v))
-        return true;
+        return AUTHZ_ALLOWED;
     json_t *data = json_pack("{s:s, s:s, s:s}", "resource", resource, "action", action, "reason", v->code);
     if (v->outcome == POL_OUTCOME_RATE_LIMITED || v->outcome == POL_OUTCOME_OVER_BUDGET) {
         json_object_set_new(data, "retry_after_s", json_real(v->retry_after_s));
@@ -177,13 +273,13 @@ authorize(query_t *q, const char *resource, const char *action)
     } else {
         answer_error(q, MCP_ERR_FORBIDDEN, v->message, data);
     }
-    return false;
+    return AUTHZ_REFUSED;
 }
 
 static bool
-permits(query_t *q, const char *resource, const char *action)
+permits(query_t *q, const pol_verdict_t *v, const char *resource, const char *action)
 {
-    return pol_gate_permits(q->gw->gate, q->v, resource, action);
+    return pol_gate_permits(q->gw->gate, v, resource, action);
 }
 
 /* ---- initialize ---- */
@@ -250,7 +346,7 @@ list_kind_of(const char *method)
 }
 
 static json_t *
-collect(query_t *q, const list_kind_t *k)
+collect(query_t *q, const pol_verdict_t *v, const list_kind_t *k)
 {
     json_t *items = json_array();
     for (size_t i = 0; i < q->gw->num_servers; i++) {
@@ -260,7 +356,7 @@ collect(query_t *q, const list_kind_t *k)
             size_t n;
             const mcp_tool_t *t = tools ? mcp_server_tools(srv, &n) : mcp_server_prompts(srv, &n);
             for (size_t j = 0; j < n; j++) {
-                if ((!tools || visible(q, t[j].public_name)) && permits(q, t[j].resource, k->action))
+                if ((!tools || visible(q, t[j].public_name)) && permits(q, v, t[j].resource, k->action))
                     json_array_append(items, t[j].def);
             }
             continue;
@@ -273,7 +369,7 @@ collect(query_t *q, const list_kind_t *k)
             json_t *item = json_array_get(list, j);
             const char *uri = json_string_value(json_object_get(item, key));
             char *resource = tp_sprintf("%s/%s", mcp_server_name(srv), uri != NULL ? uri : "");
-            if (permits(q, resource, k->action))
+            if (permits(q, v, resource, k->action))
                 json_array_append(items, item);
             free(resource);
         }
@@ -286,10 +382,8 @@ list_answer(mcp_session_t *s, void *data)
 {
     query_t *q = data;
     const list_kind_t *k = list_kind_of(q->method);
-    if (query_request(q) == NULL) { /* the client left: nothing to filter for */
-        query_free(q);
+    if (query_gone(q)) /* nothing to filter for */
         return;
-    }
     const char *cursor = json_string_value(json_object_get(json_object_get(q->msg, "params"), "cursor"));
     size_t offset = 0;
     if (cursor != NULL) {
@@ -301,7 +395,7 @@ list_answer(mcp_session_t *s, void *data)
         }
         offset = (size_t)o;
     }
-    json_t *all = collect(q, k);
+    json_t *all = collect(q, query_verdict(q), k);
     json_t *page = json_array();
     size_t n = json_array_size(all);
     for (size_t i = offset; i < n && i < offset + MCP_LIST_PAGE_SIZE; i++)
@@ -320,6 +414,8 @@ list_answer(mcp_session_t *s, void *data)
 static void
 with_catalog(query_t *q, const char *kind, void (*then)(mcp_session_t *s, void *q))
 {
+    if (query_gone(q))
+        return;
     if (mcp_catalog_loaded(q->gw, q->s, kind)) {
         then(q->s, q);
         return;
@@ -333,6 +429,7 @@ with_catalog(query_t *q, const char *kind, void (*then)(mcp_session_t *s, void *
 static json_t *
 tool_names(query_t *q, const char ***names, size_t *n)
 {
+    const pol_verdict_t *v = query_verdict(q);
     json_t *list = json_array();
     size_t cap = 16, count = 0;
     const char **out = tp_malloc(cap * sizeof(char *));
@@ -340,7 +437,7 @@ tool_names(query_t *q, const char ***names, size_t *n)
         size_t m;
         const mcp_tool_t *t = mcp_server_tools(q->gw->servers[i], &m);
         for (size_t j = 0; j < m; j++) {
-            if (!visible(q, t[j].public_name) || !permits(q, t[j].resource, "tools/list"))
+            if (!visible(q, t[j].public_name) || !permits(q, v, t[j].resource, "tools/list"))
                 continue;
             if (count == cap)
                 out = tp_realloc(out, (cap *= 2) * sizeof(char *));
@@ -361,37 +458,36 @@ unknown_tool(query_t *q, const char *name)
     size_t n;
     json_t *available = tool_names(q, &names, &n);
     const char *near = mcp_suggest(name, names, n);
-    char msg[700];
-    int len = snprintf(msg, sizeof(msg), "Unknown tool \"%s\".", name);
+    /* The name is the client's: quoted back (and audited) cut to a bound, on a character. */
+    char *quoted = tp_sprintf("%.*s", mcp_utf8_cut(name, QUOTED_NAME_MAX), name);
+    bool cut = strlen(quoted) < strlen(name);
+    text_t msg = { 0 };
+    text_printf(&msg, "Unknown tool \"%s%s\".", quoted, cut ? "…" : "");
     if (near != NULL)
-        len += snprintf(msg + len, sizeof(msg) - (size_t)len, " Did you mean \"%s\"?", near);
+        text_printf(&msg, " Did you mean \"%s\"?", near);
     char *list = json_dumps(available, JSON_COMPACT);
-    snprintf(msg + len, sizeof(msg) - (size_t)len, " Available tools: %s", list != NULL ? list : "[]");
+    text_printf(&msg, " Available tools: %s", list != NULL ? list : "[]");
     free(list);
-    json_t *data = json_pack("{s:s, s:s?, s:o}", "unknown_tool", name, "suggestion", near, "available", available);
+    json_t *data = json_pack("{s:s, s:s?, s:o}", "unknown_tool", quoted, "suggestion", near, "available", available);
     free(names);
     tp_metric_add(q->gw->metrics.rejections, (const char *[]){ "unknown_tool" }, 1);
-    mcp_audit_call(q->gw, q->s->principal, "tools/call", name, "unknown_tool", 0,
+    mcp_audit_call(q->gw, q->s->principal, "tools/call", quoted, "unknown_tool", 0,
                    json_pack("{s:s, s:s?}", "session", q->s->id, "suggestion", near));
-    answer_error(q, JSONRPC_INVALID_PARAMS, msg, data);
+    answer_error(q, JSONRPC_INVALID_PARAMS, msg.s, data);
+    free(msg.s);
+    free(quoted);
 }
 
 /* The teaching answer to arguments that fail the schema: an isError result a model can act on. */
 static void
 invalid_arguments(query_t *q, const mcp_tool_t *t, const mcp_schema_error_t *errs, size_t n)
 {
-    size_t cap = 4096, len = 0;
-    char *text = tp_malloc(cap);
-    len += (size_t)snprintf(text, cap, "Invalid arguments for tool \"%s\"; nothing was run:\n", t->public_name);
+    text_t text = { 0 };
+    text_printf(&text, "Invalid arguments for tool \"%s\"; nothing was run:\n", t->public_name);
     json_t *details = json_array();
     for (size_t i = 0; i < n; i++) {
         const char *path = errs[i].path[0] != '\0' ? errs[i].path : "(arguments)";
-        char line[700];
-        int m = snprintf(line, sizeof(line), "- %s: %s\n", path, errs[i].message);
-        if (len + (size_t)m + 1 > cap)
-            text = tp_realloc(text, cap = (len + (size_t)m + 1) * 2);
-        memcpy(text + len, line, (size_t)m + 1);
-        len += (size_t)m;
+        text_printf(&text, "- %s: %s\n", path, errs[i].message);
         json_t *d =
             json_pack("{s:s, s:s, s:s}", "path", errs[i].path, "keyword", errs[i].keyword, "message", errs[i].message);
         if (errs[i].suggestion != NULL)
@@ -402,15 +498,14 @@ invalid_arguments(query_t *q, const mcp_tool_t *t, const mcp_schema_error_t *err
         tp_metric_add(q->gw->metrics.rejections, (const char *[]){ errs[i].keyword }, 1);
     }
     char *schema = json_dumps(json_object_get(t->def, "inputSchema"), JSON_COMPACT);
-    const char *tail = "Fix the arguments and call the tool again. Its input schema: ";
-    size_t slen = schema != NULL ? strlen(schema) : 0;
-    bool cut = slen > SCHEMA_EXCERPT_MAX;
-    text = tp_realloc(text, len + strlen(tail) + SCHEMA_EXCERPT_MAX + 32);
-    len += (size_t)sprintf(text + len, "%s%.*s%s", tail, (int)(cut ? SCHEMA_EXCERPT_MAX : slen),
-                           schema != NULL ? schema : "", cut ? " …(truncated)" : "");
+    const char *excerpt = schema != NULL ? schema : "";
+    int keep = mcp_utf8_cut(excerpt, SCHEMA_EXCERPT_MAX); /* a cut inside a character is not UTF-8 */
+    text_printf(&text, "Fix the arguments and call the tool again. Its input schema: %.*s%s", keep, excerpt,
+                excerpt[keep] != '\0' ? " …(truncated)" : "");
     free(schema);
-    json_t *result = json_pack("{s:[{s:s, s:s%}], s:b}", "content", "type", "text", "text", text, len, "isError", 1);
-    free(text);
+    json_t *result =
+        json_pack("{s:[{s:s, s:s%}], s:b}", "content", "type", "text", "text", text.s, text.len, "isError", 1);
+    free(text.s);
     json_t *shape = mcp_audit_arguments(json_object_get(json_object_get(q->msg, "params"), "arguments"),
                                         q->gw->cfg->audit_arguments);
     mcp_audit_call(q->gw, q->s->principal, "tools/call", t->resource, "invalid_arguments", 0,
@@ -441,10 +536,8 @@ static void
 call_tool(mcp_session_t *s, void *data)
 {
     query_t *q = data;
-    if (query_request(q) == NULL) {
-        query_free(q);
+    if (query_gone(q))
         return;
-    }
     const json_t *params = json_object_get(q->msg, "params");
     const char *name = json_string_value(json_object_get(params, "name"));
     if (name == NULL) {
@@ -453,13 +546,14 @@ call_tool(mcp_session_t *s, void *data)
     }
     bool quarantined;
     const mcp_tool_t *t = mcp_find_tool(q->gw, name, &quarantined);
-    if (t == NULL && quarantined) {
-        char msg[300];
-        snprintf(msg, sizeof(msg),
-                 "Tool \"%s\" is unavailable: its definition changed upstream and awaits an operator's review", name);
+    if (t == NULL && quarantined && visible(q, name)) {
+        char *msg = tp_sprintf("Tool \"%s\" is unavailable: its definition changed upstream and awaits an "
+                               "operator's review",
+                               name);
         mcp_audit_call(q->gw, q->s->principal, "tools/call", name, "quarantined", 0,
                        json_pack("{s:s}", "session", s->id));
         answer_error(q, MCP_ERR_QUARANTINED, msg, json_pack("{s:s}", "tool", name));
+        free(msg);
         return;
     }
     if (t == NULL || !visible(q, t->public_name)) {
@@ -467,8 +561,13 @@ call_tool(mcp_session_t *s, void *data)
         return;
     }
     mcp_gateway_t *gw = q->gw;
-    if (!authorize(q, t->resource, "tools/call")) { /* q is gone now */
+    switch (authorize(q, t->resource, "tools/call")) { /* q is gone unless allowed */
+    case AUTHZ_ALLOWED:
+        break;
+    case AUTHZ_REFUSED:
         mcp_audit_call(gw, s->principal, "tools/call", t->resource, "denied", 0, json_pack("{s:s}", "session", s->id));
+        return;
+    case AUTHZ_NONE: /* no decision was made: nothing to audit as denied */
         return;
     }
     const json_t *args = json_object_get(params, "arguments");
@@ -500,19 +599,18 @@ static void
 get_prompt(mcp_session_t *s, void *data)
 {
     query_t *q = data;
-    if (query_request(q) == NULL) {
-        query_free(q);
+    if (query_gone(q))
         return;
-    }
     const char *name = json_string_value(json_object_get(json_object_get(q->msg, "params"), "name"));
     const mcp_tool_t *p = name != NULL && s->virtual_name == NULL ? mcp_find_prompt(q->gw, name) : NULL;
     if (p == NULL) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "Unknown prompt \"%s\"", name != NULL ? name : "");
+        const char *n = name != NULL ? name : "";
+        char *msg = tp_sprintf("Unknown prompt \"%.*s\"", mcp_utf8_cut(n, QUOTED_NAME_MAX), n);
         answer_error(q, JSONRPC_INVALID_PARAMS, msg, NULL);
+        free(msg);
         return;
     }
-    if (!authorize(q, p->resource, "prompts/get"))
+    if (authorize(q, p->resource, "prompts/get") != AUTHZ_ALLOWED)
         return;
     forward(q, p->server, "name", p->name, p->resource, json_pack("{s:s}", "session", s->id));
 }
@@ -521,10 +619,8 @@ static void
 route_resource(mcp_session_t *s, void *data)
 {
     query_t *q = data;
-    if (query_request(q) == NULL) {
-        query_free(q);
+    if (query_gone(q))
         return;
-    }
     const char *uri = json_string_value(json_object_get(json_object_get(q->msg, "params"), "uri"));
     if (uri == NULL) {
         answer_error(q, JSONRPC_INVALID_PARAMS, "params.uri (a string) is required", NULL);
@@ -532,20 +628,23 @@ route_resource(mcp_session_t *s, void *data)
     }
     mcp_server_t *srv = s->virtual_name == NULL ? mcp_find_resource_server(q->gw, uri) : NULL;
     if (srv == NULL) {
-        char msg[400];
-        snprintf(msg, sizeof(msg), "Resource not found: %.300s", uri);
+        char *msg = tp_sprintf("Resource not found: %.*s", mcp_utf8_cut(uri, 300), uri);
         answer_error(q, MCP_ERR_RESOURCE_NOT_FOUND, msg, json_pack("{s:s}", "uri", uri));
+        free(msg);
         return;
     }
     char *resource = tp_sprintf("%s/%s", mcp_server_name(srv), uri);
-    if (!authorize(q, resource, "resources/read")) {
+    if (authorize(q, resource, "resources/read") != AUTHZ_ALLOWED) {
         free(resource);
         return;
     }
-    if (strcmp(q->method, "resources/subscribe") == 0)
-        json_object_set_new(s->subscriptions, uri, json_integer((json_int_t)0));
-    else if (strcmp(q->method, "resources/unsubscribe") == 0)
-        json_object_del(s->subscriptions, uri);
+    if (strcmp(q->method, "resources/subscribe") == 0) {
+        mcp_server_subscribe(srv, s, uri);
+    } else if (strcmp(q->method, "resources/unsubscribe") == 0 && !mcp_server_unsubscribe(srv, s, uri)) {
+        answer_result(q, json_object()); /* other sessions keep the shared child subscribed */
+        free(resource);
+        return;
+    }
     json_t *audit = strcmp(q->method, "resources/read") == 0 ? json_pack("{s:s}", "session", s->id) : NULL;
     forward(q, srv, NULL, NULL, resource, audit);
     free(resource);
@@ -558,20 +657,25 @@ with_resources(mcp_session_t *s, void *data)
     with_catalog(q, "resourceTemplates", route_resource);
 }
 
+/* completion/complete, for a prompt or a resource the session can see: a virtual server exposes
+ * tools only, so it completes nothing. */
 static void
 complete(mcp_session_t *s, void *data)
 {
     query_t *q = data;
+    if (query_gone(q))
+        return;
     const json_t *ref = json_object_get(json_object_get(q->msg, "params"), "ref");
     const char *type = json_string_value(json_object_get(ref, "type"));
+    bool whole = s->virtual_name == NULL;
     if (type != NULL && strcmp(type, "ref/prompt") == 0) {
         const char *name = json_string_value(json_object_get(ref, "name"));
-        const mcp_tool_t *p = name != NULL ? mcp_find_prompt(q->gw, name) : NULL;
+        const mcp_tool_t *p = name != NULL && whole ? mcp_find_prompt(q->gw, name) : NULL;
         if (p == NULL) {
             answer_error(q, JSONRPC_INVALID_PARAMS, "completion/complete: unknown prompt", NULL);
             return;
         }
-        if (!authorize(q, p->resource, "prompts/get"))
+        if (authorize(q, p->resource, "prompts/get") != AUTHZ_ALLOWED)
             return;
         json_t *req = json_deep_copy(q->msg);
         json_object_set_new(json_object_get(json_object_get(req, "params"), "ref"), "name", json_string(p->name));
@@ -584,13 +688,13 @@ complete(mcp_session_t *s, void *data)
     }
     if (type != NULL && strcmp(type, "ref/resource") == 0) {
         const char *uri = json_string_value(json_object_get(ref, "uri"));
-        mcp_server_t *srv = uri != NULL ? mcp_find_resource_server(q->gw, uri) : NULL;
+        mcp_server_t *srv = uri != NULL && whole ? mcp_find_resource_server(q->gw, uri) : NULL;
         if (srv == NULL) {
             answer_error(q, MCP_ERR_RESOURCE_NOT_FOUND, "completion/complete: unknown resource", NULL);
             return;
         }
         char *resource = tp_sprintf("%s/%s", mcp_server_name(srv), uri);
-        if (authorize(q, resource, "resources/read"))
+        if (authorize(q, resource, "resources/read") == AUTHZ_ALLOWED)
             forward(q, srv, NULL, NULL, resource, NULL);
         free(resource);
         return;
@@ -610,10 +714,8 @@ static void
 with_prompts_then_complete(mcp_session_t *s, void *data)
 {
     query_t *q = data;
-    if (query_request(q) == NULL) {
-        query_free(q);
+    if (query_gone(q))
         return;
-    }
     const char *type =
         json_string_value(json_object_get(json_object_get(json_object_get(q->msg, "params"), "ref"), "type"));
     if (type != NULL && strcmp(type, "ref/resource") == 0)
@@ -699,7 +801,7 @@ client_notification(mcp_gateway_t *gw, mcp_session_t *s, json_t *msg)
 }
 
 void
-mcp_broker_handle(mcp_gateway_t *gw, tp_request_t *r, mcp_session_t *s, json_t *msg, const pol_verdict_t *v)
+mcp_broker_handle(mcp_gateway_t *gw, tp_request_t *r, mcp_session_t *s, json_t *msg, pol_verdict_t *v)
 {
     const char *method = json_string_value(json_object_get(msg, "method"));
     const json_t *id = json_object_get(msg, "id");
@@ -732,9 +834,9 @@ mcp_broker_handle(mcp_gateway_t *gw, tp_request_t *r, mcp_session_t *s, json_t *
     else if (strcmp(method, "logging/setLevel") == 0)
         set_level(q);
     else {
-        char m[200];
-        snprintf(m, sizeof(m), "Method not found: %.100s", method);
+        char *m = tp_sprintf("Method not found: %.*s", mcp_utf8_cut(method, 100), method);
         answer_error(q, JSONRPC_METHOD_NOT_FOUND, m, NULL);
+        free(m);
     }
 }
 
@@ -762,6 +864,7 @@ stream_for(mcp_session_t *s, mcp_call_t *call)
     return s->standing;
 }
 
+/* Sends reply (stolen; its id is set here) to the server's request `id`. */
 static void
 reply_to_server(mcp_server_t *srv, mcp_session_t *s, const json_t *id, json_t *reply)
 {
@@ -782,10 +885,52 @@ required_capability(const char *method)
     return NULL;
 }
 
+/* Forgets a relayed request the client has not answered; the server, which may still wait for
+ * the answer, gets an error instead. */
+static void
+abandon_server_request(mcp_session_t *s, const char *key)
+{
+    json_t *route = json_object_get(s->server_requests, key);
+    size_t idx = (size_t)json_integer_value(json_object_get(route, "server"));
+    if (idx < s->gw->num_servers)
+        reply_to_server(s->gw->servers[idx], s, json_object_get(route, "id"),
+                        mcp_jsonrpc_error(NULL, JSONRPC_INTERNAL_ERROR,
+                                          "the gateway stopped waiting for the client's answer", NULL));
+    json_object_del(s->server_requests, key);
+}
+
+/* Remembers where the client's answer to a relayed request goes, under a key of ours. The oldest
+ * unanswered request makes room once a session has MAX_SERVER_REQUESTS of them. */
+static void
+remember_server_request(mcp_server_t *srv, mcp_session_t *s, mcp_call_t *call, const json_t *id, const char *key)
+{
+    if (json_object_size(s->server_requests) >= MAX_SERVER_REQUESTS)
+        abandon_server_request(s, json_object_iter_key(json_object_iter(s->server_requests)));
+    json_t *route = json_pack("{s:I, s:O}", "server", (json_int_t)mcp_server_index(srv), "id", id);
+    if (call != NULL && call->session == s)
+        json_object_set_new(route, "call", json_integer((json_int_t)call->up_id));
+    json_object_set_new(s->server_requests, key, route);
+}
+
+void
+mcp_broker_call_ended(mcp_call_t *c)
+{
+    mcp_session_t *s = c->session;
+    if (s->ended || json_object_size(s->server_requests) == 0)
+        return;
+    const char *key;
+    json_t *route, *tmp;
+    json_object_foreach_safe(s->server_requests, tmp, key, route)
+    {
+        json_t *call = json_object_get(route, "call");
+        if (call != NULL && (uint64_t)json_integer_value(call) == c->up_id)
+            json_object_del(s->server_requests, key); /* the call it served is over: so is it */
+    }
+}
+
 static void
 server_request(mcp_server_t *srv, mcp_session_t *s, mcp_call_t *call, json_t *msg)
 {
-    mcp_gateway_t *gw = s != NULL ? s->gw : NULL;
     const char *method = json_string_value(json_object_get(msg, "method"));
     const json_t *id = json_object_get(msg, "id");
     if (strcmp(method, "ping") == 0) {
@@ -794,24 +939,63 @@ server_request(mcp_server_t *srv, mcp_session_t *s, mcp_call_t *call, json_t *ms
     }
     const char *cap = required_capability(method);
     if (s == NULL || cap == NULL || json_object_get(s->client_capabilities, cap) == NULL) {
-        char m[300];
-        snprintf(m, sizeof(m), "%s cannot be relayed: %s", method,
-                 s == NULL     ? "no single client session it belongs to"
-                 : cap == NULL ? "the gateway does not relay this method"
-                               : "the client did not declare that capability");
-        reply_to_server(srv, s, id,
-                        json_pack("{s:s, s:{s:i, s:s}}", "jsonrpc", "2.0", "error", "code", JSONRPC_METHOD_NOT_FOUND,
-                                  "message", m));
+        /* s is NULL for a shared stdio child with no single session to relay to (gateway.h) */
+        char *m = tp_sprintf("%.*s cannot be relayed: %s", mcp_utf8_cut(method, 100), method,
+                             s == NULL     ? "no single client session it belongs to"
+                             : cap == NULL ? "the gateway does not relay this method"
+                                           : "the client did not declare that capability");
+        reply_to_server(srv, s, id, mcp_jsonrpc_error(NULL, JSONRPC_METHOD_NOT_FOUND, m, NULL));
+        free(m);
         return;
     }
     char key[40];
-    snprintf(key, sizeof(key), "gw-s%" PRIu64, ++gw->next_client_id);
-    json_object_set_new(s->server_requests, key,
-                        json_pack("{s:I, s:O}", "server", (json_int_t)mcp_server_index(srv), "id", id));
+    snprintf(key, sizeof(key), "gw-s%" PRIu64, ++s->gw->next_client_id);
+    remember_server_request(srv, s, call, id, key);
     json_t *out = json_deep_copy(msg);
     json_object_set_new(out, "id", json_string(key));
     mcp_stream_send(stream_for(s, call), out, false);
     json_decref(out);
+}
+
+/* A message from a shared child that no single session can be said to have caused. */
+static void
+drop_unattributable(mcp_server_t *srv, const char *method)
+{
+    tp_log_fields(
+        TP_LOG_DEBUG, NULL, "upstream message dropped: no single session it belongs to",
+        json_pack("{s:s, s:s%}", "server", mcp_server_name(srv), "method", method, (size_t)mcp_utf8_cut(method, 100)));
+    tp_metric_add(mcp_server_gateway(srv)->metrics.dropped, (const char *[]){ "unattributable" }, 1);
+}
+
+typedef struct update {
+    mcp_server_t *srv;
+    const char *uri;
+    json_t *msg;
+} update_t;
+
+static void
+send_update(mcp_session_t *s, void *arg)
+{
+    const update_t *u = arg;
+    json_t *idx = json_object_get(s->subscriptions, u->uri);
+    if (idx != NULL && (size_t)json_integer_value(idx) == mcp_server_index(u->srv))
+        mcp_stream_send(stream_for(s, NULL), u->msg, false);
+}
+
+/* resources/updated goes to the sessions subscribed to the uri at that server: the link's own
+ * session (HTTP), or every one of them (a shared child holds one subscription for all). */
+static void
+resource_updated(mcp_server_t *srv, mcp_session_t *session, json_t *msg)
+{
+    update_t u = { srv, json_string_value(json_object_get(json_object_get(msg, "params"), "uri")), msg };
+    if (u.uri == NULL)
+        return;
+    if (session != NULL) {
+        if (!session->ended)
+            send_update(session, &u);
+        return;
+    }
+    mcp_session_each(mcp_server_gateway(srv), send_update, &u);
 }
 
 static void
@@ -836,18 +1020,16 @@ server_notification(mcp_server_t *srv, mcp_session_t *s, mcp_call_t *call, json_
         mcp_broker_list_changed(mcp_server_gateway(srv), srv, kind);
         return;
     }
-    if (s == NULL)
+    if (strcmp(method, "notifications/cancelled") == 0)
+        return; /* the server withdrew a request of its own; its answer will simply be dropped */
+    if (s == NULL) {
+        drop_unattributable(srv, method);
         return;
+    }
     if (strcmp(method, "notifications/message") == 0) {
         const char *level = json_string_value(json_object_get(params, "level"));
         if (s->log_level[0] != '\0' && level_rank(level) < level_rank(s->log_level))
             return;
-    } else if (strcmp(method, "notifications/resources/updated") == 0) {
-        const char *uri = json_string_value(json_object_get(params, "uri"));
-        if (uri == NULL || json_object_get(s->subscriptions, uri) == NULL)
-            return;
-    } else if (strcmp(method, "notifications/cancelled") == 0) {
-        return; /* the server withdrew a request of its own; its answer will simply be dropped */
     }
     mcp_stream_send(stream_for(s, call), msg, false);
 }
@@ -855,6 +1037,13 @@ server_notification(mcp_server_t *srv, mcp_session_t *s, mcp_call_t *call, json_
 void
 mcp_broker_from_server(mcp_server_t *srv, mcp_session_t *session, mcp_call_t *call, json_t *msg)
 {
+    const char *method = json_string_value(json_object_get(msg, "method"));
+    if (method == NULL)
+        return; /* not a request nor a notification */
+    if (json_object_get(msg, "id") == NULL && strcmp(method, "notifications/resources/updated") == 0) {
+        resource_updated(srv, session, msg);
+        return;
+    }
     mcp_session_t *s = attribute(srv, session, call);
     if (s != NULL && s->ended)
         s = NULL;

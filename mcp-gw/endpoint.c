@@ -8,6 +8,10 @@
  * (400 with a JSON-RPC parse or invalid-request error), the session (400 when missing, 404 when
  * unknown, ended or another principal's) and MCP-Protocol-Version (400 when unsupported or not
  * the negotiated one). What passes goes to the broker.
+ *
+ * While the daemon drains, initialize and GETs that would open (or resume) a standing stream get
+ * 503: those would keep connections open past the drain. A GET resuming a request's stream still
+ * gets its answer.
  */
 #include "gateway.h"
 
@@ -111,6 +115,41 @@ accepts(h2o_iovec_t accept, const char *type)
     return false;
 }
 
+/* Whether a Host value is a plain host[:port] (letters, digits, '.', '-', ':', and the brackets
+ * of an IPv6 literal): only such a value may be written into a quoted header parameter. */
+static bool
+plain_host(h2o_iovec_t host)
+{
+    if (host.len == 0 || host.len > 255)
+        return false;
+    for (size_t i = 0; i < host.len; i++) {
+        char c = host.base[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+              c == ':' || c == '[' || c == ']'))
+            return false;
+    }
+    return true;
+}
+
+/* The RFC 9728 metadata URL of this endpoint: from the configured resource_url (its origin, then
+ * the well-known path, then its path), else from the request's Host when that is a plain host;
+ * NULL when there is neither. malloc'd. */
+static char *
+metadata_url(mcp_gateway_t *gw, tp_request_t *r)
+{
+    const char *res = gw->cfg->resource_url;
+    if (res != NULL) {
+        const char *scheme = strstr(res, "://");
+        const char *path = scheme != NULL ? strchr(scheme + 3, '/') : NULL;
+        int origin = path != NULL ? (int)(path - res) : (int)strlen(res);
+        return tp_sprintf("%.*s/.well-known/oauth-protected-resource%s", origin, res, path != NULL ? path : "");
+    }
+    h2o_iovec_t host = r->req->authority;
+    if (!plain_host(host))
+        return NULL;
+    return tp_sprintf("http://%.*s/.well-known/oauth-protected-resource%s", (int)host.len, host.base, gw->cfg->path);
+}
+
 static void
 www_authenticate(mcp_gateway_t *gw, tp_request_t *r, const pol_verdict_t *v)
 {
@@ -118,12 +157,12 @@ www_authenticate(mcp_gateway_t *gw, tp_request_t *r, const pol_verdict_t *v)
         pol_gate_refuse(r, v);
         return;
     }
-    h2o_iovec_t host = r->req->authority;
-    char *value = tp_sprintf("Bearer realm=\"triplane\", resource_metadata=\"http://%.*s/.well-known/"
-                             "oauth-protected-resource%s\"",
-                             (int)host.len, host.base, gw->cfg->path);
+    char *url = metadata_url(gw, r);
+    char *value = url != NULL ? tp_sprintf("Bearer realm=\"triplane\", resource_metadata=\"%s\"", url)
+                              : tp_strdup("Bearer realm=\"triplane\"");
     tp_http_add_header(r, "www-authenticate", value);
     free(value);
+    free(url);
     tp_http_error(r, v->status, v->code, v->message);
 }
 
@@ -251,7 +290,10 @@ handle_post(mcp_gateway_t *gw, tp_request_t *r, pol_verdict_t *v, const char *vi
             refuse(r, 400, JSONRPC_INVALID_REQUEST, "Invalid Request: initialize must be a request (with an id)");
             return;
         }
-        mcp_broker_initialize(gw, r, msg, v, virtual_name);
+        if (gw->draining)
+            refuse(r, 503, JSONRPC_INTERNAL_ERROR, "Service Unavailable: the gateway is shutting down");
+        else
+            mcp_broker_initialize(gw, r, msg, v, virtual_name);
         json_decref(msg);
         return;
     }
@@ -281,20 +323,23 @@ handle_get(mcp_gateway_t *gw, tp_request_t *r, pol_verdict_t *v)
         uint64_t stream_id = 0, seq = 0;
         char buf[64];
         snprintf(buf, sizeof(buf), "%.*s", (int)(last.len < 63 ? last.len : 63), last.base);
-        if (sscanf(buf, "%" SCNu64 "-%" SCNu64, &stream_id, &seq) == 2) {
-            mcp_stream_t *st = mcp_stream_find(s, stream_id);
-            if (st != NULL) {
-                mcp_stream_attach(st, r, seq, false);
-                return;
-            }
+        mcp_stream_t *st =
+            sscanf(buf, "%" SCNu64 "-%" SCNu64, &stream_id, &seq) == 2 ? mcp_stream_find(s, stream_id) : NULL;
+        if (st != NULL && !(st->standing && gw->draining)) {
+            mcp_stream_attach(st, r, v, seq, false);
+            return;
         }
+    }
+    if (gw->draining) {
+        refuse(r, 503, JSONRPC_INTERNAL_ERROR, "Service Unavailable: the gateway is shutting down");
+        return;
     }
     if (s->standing != NULL && mcp_stream_request(s->standing) != NULL) {
         refuse(r, 409, JSONRPC_INVALID_REQUEST, "Conflict: this session already has an open GET stream");
         return;
     }
     mcp_stream_t *st = s->standing != NULL ? s->standing : mcp_stream_new(s, true);
-    mcp_stream_attach(st, r, st->next_seq - 1, strcmp(s->protocol, "2025-11-25") >= 0);
+    mcp_stream_attach(st, r, v, st->next_seq - 1, strcmp(s->protocol, "2025-11-25") >= 0);
 }
 
 static void

@@ -155,9 +155,9 @@ static void
 on_stopped(tp_daemon_t *d)
 {
     mcp_gateway_t *gw = &gateway;
-    int pids[64];
+    int *pids = tp_calloc(gw->num_servers > 0 ? gw->num_servers : 1, sizeof(int));
     size_t n = 0;
-    for (size_t i = 0; i < gw->num_servers && n < 64; i++) {
+    for (size_t i = 0; i < gw->num_servers; i++) {
         int pid = mcp_servers_child_pid(gw, i);
         if (pid > 0) {
             kill(-pid, SIGTERM);
@@ -183,6 +183,7 @@ on_stopped(tp_daemon_t *d)
             waitpid(pids[i], NULL, 0);
         }
     }
+    free(pids);
 }
 
 /* ---- readiness ---- */

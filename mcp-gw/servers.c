@@ -3,13 +3,22 @@
  *
  * A Streamable HTTP server gets one upstream session per client session (a link each), so its
  * per-session state (log level, subscriptions, server-to-client requests) stays with the client
- * it belongs to. A stdio server is one child process shared by every session, with one link.
+ * it belongs to. A stdio server is one child process shared by every session, with one link:
+ * answers and progress still reach the right client (below), but what the child sends
+ * unprompted names no session, and the broker can only attribute it by which sessions have calls
+ * in flight (gateway.h). Per-session attribution needs an HTTP upstream. The child holds one
+ * subscription per uri for every session: the server counts the sessions subscribed to each uri,
+ * and unsubscribes upstream only when the last one leaves.
+ *
  * Every request the gateway sends upstream gets an id of its own (a counter), so answers from a
  * shared server can never reach the wrong client; the client's id is restored on the way back.
+ * An answer from an HTTP server is taken only from the link its call went on.
  *
  * Catalogs (tools, prompts, resources, resource templates) are fetched once per server, every
  * page, and kept until the server says its list changed or the server restarts. Tools pass the
  * pin check (pins.h) before they are published: a tool whose definition drifted is quarantined.
+ * A fetch that was cancelled (the session whose link carried it ended) or that raced a change is
+ * started again through a waiting session, a few times at most, so waiters are never stranded.
  */
 #include "gateway.h"
 
@@ -28,7 +37,8 @@
 #include "mem.h"
 #include "pins.h"
 
-#define CATALOG_MAX_PAGES 100 /* pages fetched from one upstream list before giving up */
+#define CATALOG_MAX_PAGES   100 /* pages fetched from one upstream list before giving up */
+#define CATALOG_MAX_RETRIES 3   /* fetches restarted in a row for waiters before they get nothing */
 
 enum { CAT_TOOLS, CAT_PROMPTS, CAT_RESOURCES, CAT_TEMPLATES, CAT_COUNT };
 
@@ -44,6 +54,11 @@ static const struct {
     { "resourceTemplates", "resources/templates/list", "resourceTemplates", "resources" },
 };
 
+/* Calls waiting for a link's handshake, oldest first. */
+typedef struct mcp_call_queue {
+    mcp_call_t *head, *tail;
+} call_queue_t;
+
 struct mcp_link {
     mcp_server_t *server;
     mcp_session_t *session; /* the session it belongs to; NULL for a stdio server's shared link */
@@ -51,12 +66,13 @@ struct mcp_link {
     mcp_link_state_t state;
     json_t *init_result;
     uint64_t generation; /* stdio: the child generation it was initialised with */
-    mcp_call_t *queue;   /* calls waiting for READY (singly linked through next_in_server) */
+    call_queue_t queue;  /* calls waiting for READY */
 };
 
 typedef struct catalog_waiter {
     void (*ready)(void *data);
     void *data;
+    mcp_session_t *session; /* whose request waits (the ensure holds a reference) */
     struct catalog_waiter *next;
 } catalog_waiter_t;
 
@@ -65,6 +81,7 @@ typedef struct catalog {
     bool loading;
     json_t *partial; /* pages so far */
     int pages;
+    int retries; /* fetches restarted in a row for the waiters (CATALOG_MAX_RETRIES) */
     catalog_waiter_t *waiters;
     uint64_t epoch; /* bumped when invalidated, so a fetch that raced a change is discarded */
 } catalog_t;
@@ -85,7 +102,8 @@ struct mcp_server {
     mcp_tool_t *prompts;
     size_t num_prompts;
     size_t quarantined;
-    mcp_call_t *calls; /* in flight (sent), doubly linked */
+    mcp_call_t *calls;   /* in flight (sent), doubly linked */
+    json_t *subscribers; /* stdio: uri -> number of sessions subscribed through the shared child */
 };
 
 /* ---- small helpers ---- */
@@ -162,31 +180,96 @@ mcp_server_available(const mcp_server_t *srv)
 static json_t *
 upstream_error(const json_t *id, const mcp_server_t *srv, const char *why)
 {
-    char msg[400];
-    snprintf(msg, sizeof(msg), "MCP server \"%s\" is unavailable: %s", srv->cfg->name, why);
-    return mcp_jsonrpc_error(id, MCP_ERR_UPSTREAM, msg, json_pack("{s:s}", "server", srv->cfg->name));
+    char *msg = tp_sprintf("MCP server \"%s\" is unavailable: %.*s", srv->cfg->name, mcp_utf8_cut(why, 300), why);
+    json_t *err = mcp_jsonrpc_error(id, MCP_ERR_UPSTREAM, msg, json_pack("{s:s}", "server", srv->cfg->name));
+    free(msg);
+    return err;
+}
+
+/* ---- where a call is: its link's queue, its server's calls in flight, its session's calls ---- */
+
+static void
+queue_push(call_queue_t *q, mcp_call_t *c)
+{
+    assert(c->state == MCP_CALL_NEW);
+    c->state = MCP_CALL_QUEUED;
+    c->queue = q;
+    c->next_in_queue = NULL;
+    c->prev_in_queue = q->tail;
+    if (q->tail != NULL)
+        q->tail->next_in_queue = c;
+    else
+        q->head = c;
+    q->tail = c;
 }
 
 static void
-call_unlink(mcp_call_t *c)
+queue_remove(mcp_call_t *c)
+{
+    call_queue_t *q = c->queue;
+    if (c->prev_in_queue != NULL)
+        c->prev_in_queue->next_in_queue = c->next_in_queue;
+    else
+        q->head = c->next_in_queue;
+    if (c->next_in_queue != NULL)
+        c->next_in_queue->prev_in_queue = c->prev_in_queue;
+    else
+        q->tail = c->prev_in_queue;
+    c->next_in_queue = c->prev_in_queue = NULL;
+    c->queue = NULL;
+    c->state = MCP_CALL_NEW;
+}
+
+static void
+server_list_add(mcp_call_t *c)
+{
+    mcp_server_t *srv = c->server;
+    assert(c->state == MCP_CALL_NEW);
+    c->state = MCP_CALL_SENT;
+    c->next_in_server = srv->calls;
+    c->prev_in_server = NULL;
+    if (srv->calls != NULL)
+        srv->calls->prev_in_server = c;
+    srv->calls = c;
+}
+
+static void
+server_list_remove(mcp_call_t *c)
 {
     mcp_server_t *srv = c->server;
     if (c->prev_in_server != NULL)
         c->prev_in_server->next_in_server = c->next_in_server;
-    else if (srv->calls == c)
+    else
         srv->calls = c->next_in_server;
     if (c->next_in_server != NULL)
         c->next_in_server->prev_in_server = c->prev_in_server;
     c->next_in_server = c->prev_in_server = NULL;
-    if (c->session != NULL) {
-        if (c->prev_in_session != NULL)
-            c->prev_in_session->next_in_session = c->next_in_session;
-        else if (c->session->calls == c)
-            c->session->calls = c->next_in_session;
-        if (c->next_in_session != NULL)
-            c->next_in_session->prev_in_session = c->prev_in_session;
-        c->next_in_session = c->prev_in_session = NULL;
-    }
+    c->state = MCP_CALL_NEW;
+}
+
+/* Takes the call off its queue or its server's list, whichever holds it. */
+static void
+call_unlink(mcp_call_t *c)
+{
+    if (c->state == MCP_CALL_QUEUED)
+        queue_remove(c);
+    else if (c->state == MCP_CALL_SENT)
+        server_list_remove(c);
+}
+
+static void
+session_list_remove(mcp_call_t *c)
+{
+    mcp_session_t *s = c->session;
+    if (s == NULL)
+        return;
+    if (c->prev_in_session != NULL)
+        c->prev_in_session->next_in_session = c->next_in_session;
+    else if (s->calls == c)
+        s->calls = c->next_in_session;
+    if (c->next_in_session != NULL)
+        c->next_in_session->prev_in_session = c->prev_in_session;
+    c->next_in_session = c->prev_in_session = NULL;
 }
 
 static void
@@ -199,6 +282,9 @@ static void
 call_free(mcp_call_t *c)
 {
     call_unlink(c);
+    if (c->session != NULL && c->client_id != NULL)
+        mcp_broker_call_ended(c);
+    session_list_remove(c);
     if (c->timer != NULL) {
         uv_timer_stop(c->timer);
         uv_close((uv_handle_t *)c->timer, on_timer_closed);
@@ -227,6 +313,15 @@ find_call(mcp_server_t *srv, const json_t *id)
     return NULL;
 }
 
+/* The call in flight with this id on link l: an HTTP server's answer on one client's link never
+ * finishes a call sent on another's, whatever id it carries. */
+static mcp_call_t *
+link_call(mcp_link_t *l, const json_t *id)
+{
+    mcp_call_t *c = find_call(l->server, id);
+    return c != NULL && c->link == l ? c : NULL;
+}
+
 /* ---- finishing calls ---- */
 
 void
@@ -240,14 +335,15 @@ mcp_call_finish(mcp_call_t *c, json_t *response)
         call_free(c);
         return;
     }
-    /* A forwarded request: the client's id goes back, and the answer ends its stream. */
-    json_t *out = json_copy(response);
+    /* A forwarded request: the client's id goes back, and the answer ends its stream (an answer
+     * that could not be built still ends it, as an error: see mcp_stream_send). */
+    json_t *out = response != NULL ? json_copy(response) : NULL;
     json_object_set(out, "id", c->client_id);
     if (c->audit != NULL) {
         const json_t *result = json_object_get(response, "result");
-        const char *outcome = json_object_get(response, "error") != NULL         ? "error"
-                              : json_is_true(json_object_get(result, "isError")) ? "tool_error"
-                                                                                 : "ok";
+        const char *outcome = response == NULL || json_object_get(response, "error") != NULL ? "error"
+                              : json_is_true(json_object_get(result, "isError"))             ? "tool_error"
+                                                                                             : "ok";
         mcp_audit_call(c->gw, c->session != NULL ? c->session->principal : "", c->method, c->target, outcome, ms,
                        json_incref(c->audit));
     }
@@ -313,11 +409,7 @@ static void
 call_send(mcp_call_t *c)
 {
     mcp_server_t *srv = c->server;
-    c->next_in_server = srv->calls;
-    c->prev_in_server = NULL;
-    if (srv->calls != NULL)
-        srv->calls->prev_in_server = c;
-    srv->calls = c;
+    server_list_add(c);
     if (c->link->http == NULL && c->timer == NULL) {
         c->timer = tp_malloc(sizeof(*c->timer));
         uv_timer_init(c->gw->loop, c->timer);
@@ -328,21 +420,29 @@ call_send(mcp_call_t *c)
 }
 
 static void link_flush_queue(mcp_link_t *l, const char *failure);
+static void link_cancel_queue(mcp_link_t *l, const char *reason);
 static void prefetch(mcp_server_t *srv);
 
 static void
 on_initialized(mcp_call_t *c, json_t *response)
 {
     mcp_link_t *l = c->done_data;
-    json_t *result = response != NULL ? json_object_get(response, "result") : NULL;
+    if (response == NULL) { /* cancelled: the session the link belongs to ended */
+        l->state = MCP_LINK_FAILED;
+        link_cancel_queue(l, "the client session ended");
+        return;
+    }
+    json_t *result = json_object_get(response, "result");
     if (!json_is_object(result)) {
         l->state = MCP_LINK_FAILED;
-        json_t *e = json_object_get(json_object_get(response, "error"), "message");
-        char why[300];
-        snprintf(why, sizeof(why), "initialize failed: %s", json_is_string(e) ? json_string_value(e) : "no answer");
+        const char *e = json_string_value(json_object_get(json_object_get(response, "error"), "message"));
+        if (e == NULL)
+            e = "no answer";
+        char *why = tp_sprintf("initialize failed: %.*s", mcp_utf8_cut(e, 250), e);
         tp_log_fields(TP_LOG_WARN, NULL, "upstream initialize failed",
                       json_pack("{s:s, s:s}", "server", l->server->cfg->name, "error", why));
         link_flush_queue(l, why);
+        free(why);
         return;
     }
     json_decref(l->init_result);
@@ -388,15 +488,26 @@ link_initialize(mcp_link_t *l)
     call_send(c);
 }
 
+/* Moves the link's queue into `into`: what finishing those calls enqueues again (a new handshake,
+ * say) waits in the link's queue for its own turn, and a call cancelled meanwhile leaves `into`. */
+static void
+queue_take(mcp_link_t *l, call_queue_t *into)
+{
+    *into = l->queue;
+    l->queue.head = l->queue.tail = NULL;
+    for (mcp_call_t *c = into->head; c != NULL; c = c->next_in_queue)
+        c->queue = into;
+}
+
+/* Sends the calls that waited for the handshake, or fails them all with `failure`. */
 static void
 link_flush_queue(mcp_link_t *l, const char *failure)
 {
-    mcp_call_t *q = l->queue;
-    l->queue = NULL;
-    while (q != NULL) {
-        mcp_call_t *c = q;
-        q = c->next_in_server;
-        c->next_in_server = NULL;
+    call_queue_t q;
+    queue_take(l, &q);
+    mcp_call_t *c;
+    while ((c = q.head) != NULL) {
+        queue_remove(c);
         if (failure != NULL)
             call_fail(c, failure);
         else
@@ -405,13 +516,12 @@ link_flush_queue(mcp_link_t *l, const char *failure)
 }
 
 static void
-link_enqueue(mcp_link_t *l, mcp_call_t *c)
+link_cancel_queue(mcp_link_t *l, const char *reason)
 {
-    mcp_call_t **p = &l->queue;
-    while (*p != NULL)
-        p = &(*p)->next_in_server;
-    *p = c;
-    c->next_in_server = NULL;
+    call_queue_t q;
+    queue_take(l, &q);
+    while (q.head != NULL)
+        mcp_call_cancel(q.head, reason);
 }
 
 /* ---- HTTP links ---- */
@@ -423,12 +533,12 @@ on_http_message(mcp_http_link_t *h, void *data, json_t *msg, const json_t *via)
     mcp_server_t *srv = l->server;
     tp_metric_add(srv->gw->metrics.messages, (const char *[]){ "from_server", "http" }, 1);
     if (json_object_get(msg, "method") == NULL) {
-        mcp_call_t *c = find_call(srv, json_object_get(msg, "id"));
+        mcp_call_t *c = link_call(l, json_object_get(msg, "id"));
         if (c != NULL)
             mcp_call_finish(c, msg);
         return;
     }
-    mcp_broker_from_server(srv, l->session, via != NULL ? find_call(srv, via) : NULL, msg);
+    mcp_broker_from_server(srv, l->session, via != NULL ? link_call(l, via) : NULL, msg);
 }
 
 static void on_http_session_lost(mcp_http_link_t *h, void *data, const json_t *id);
@@ -437,7 +547,7 @@ static void
 on_http_failure(mcp_http_link_t *h, void *data, const json_t *id, int status, const char *why)
 {
     mcp_link_t *l = data;
-    mcp_call_t *c = id != NULL ? find_call(l->server, id) : NULL;
+    mcp_call_t *c = id != NULL ? link_call(l, id) : NULL;
     /* Some servers answer a session they no longer know with 400 rather than the 404 the
      * specification asks for (server-everything, after a restart): one handshake and replay. */
     if (status == 400 && c != NULL && !c->replayed && c->done == NULL && l->state == MCP_LINK_READY &&
@@ -455,19 +565,13 @@ static void
 on_http_session_lost(mcp_http_link_t *h, void *data, const json_t *id)
 {
     mcp_link_t *l = data;
-    mcp_call_t *c = id != NULL ? find_call(l->server, id) : NULL;
+    mcp_call_t *c = id != NULL ? link_call(l, id) : NULL;
     tp_log_fields(TP_LOG_INFO, NULL, "upstream session lost; initialising again",
                   json_pack("{s:s}", "server", l->server->cfg->name));
     if (c != NULL && !c->replayed && c->done == NULL) {
         c->replayed = true;
-        call_unlink(c);
-        if (c->session != NULL) { /* call_unlink took it off the session too: put it back */
-            c->next_in_session = c->session->calls;
-            if (c->session->calls != NULL)
-                c->session->calls->prev_in_session = c;
-            c->session->calls = c;
-        }
-        link_enqueue(l, c);
+        server_list_remove(c);
+        queue_push(&l->queue, c);
     } else if (c != NULL) {
         call_fail(c, "its session ended");
     }
@@ -594,39 +698,45 @@ mcp_call_start(mcp_call_t *c)
         call_send(c);
         return;
     }
-    link_enqueue(l, c);
+    queue_push(&l->queue, c);
     if (l->state != MCP_LINK_INITIALIZING)
         link_initialize(l);
+}
+
+/* Tells the server that a call it has is cancelled, and stops the HTTP exchange waiting for it. */
+static void
+send_cancelled(mcp_call_t *c, const char *reason)
+{
+    mcp_link_t *l = c->link;
+    if (l == NULL || l->state != MCP_LINK_READY)
+        return;
+    json_t *cancel = json_pack("{s:s, s:s, s:{s:I, s:s}}", "jsonrpc", "2.0", "method", "notifications/cancelled",
+                               "params", "requestId", (json_int_t)c->up_id, "reason", reason);
+    link_send(l, cancel);
+    json_decref(cancel);
+    if (l->http != NULL) {
+        json_t *id = json_integer((json_int_t)c->up_id);
+        mcp_http_link_abandon(l->http, id);
+        json_decref(id);
+    }
 }
 
 void
 mcp_call_cancel(mcp_call_t *c, const char *reason)
 {
-    json_t *cancel = json_pack("{s:s, s:s, s:{s:I, s:s}}", "jsonrpc", "2.0", "method", "notifications/cancelled",
-                               "params", "requestId", (json_int_t)c->up_id, "reason", reason);
-    bool sent = c->next_in_server != NULL || c->prev_in_server != NULL || c->server->calls == c;
-    if (sent && c->link != NULL && c->link->state == MCP_LINK_READY) {
-        link_send(c->link, cancel);
-        if (c->link->http != NULL) {
-            json_t *id = json_integer((json_int_t)c->up_id);
-            mcp_http_link_abandon(c->link->http, id);
-            json_decref(id);
-        }
-    }
-    json_decref(cancel);
-    if (c->link != NULL && !sent) { /* still queued */
-        for (mcp_call_t **p = &c->link->queue; *p != NULL; p = &(*p)->next_in_server) {
-            if (*p == c) {
-                *p = c->next_in_server;
-                c->next_in_server = NULL;
-                break;
-            }
-        }
-    }
+    if (c->state == MCP_CALL_SENT)
+        send_cancelled(c, reason); /* a queued call never reached the server: nothing to tell */
+    call_unlink(c);
     if (c->audit != NULL)
         mcp_audit_call(c->gw, c->session != NULL ? c->session->principal : "", c->method, c->target, "cancelled",
                        (double)(tp_mono_ns() - c->start_ns) / 1e6, json_incref(c->audit));
+    mcp_stream_t *st = c->stream;
+    c->stream = NULL;
+    if (c->done != NULL) /* the gateway's own request: whoever waits on it must learn it ended */
+        c->done(c, NULL);
     call_free(c);
+    if (st != NULL) /* the client's POST ends: no answer follows a cancellation */
+        mcp_stream_finish(st);
 }
 
 void
@@ -640,18 +750,78 @@ mcp_server_notify(mcp_server_t *srv, mcp_session_t *session, json_t *msg)
 static void
 link_close(mcp_link_t *l)
 {
-    link_flush_queue(l, "the session ended");
+    link_cancel_queue(l, "the session ended");
     if (l->http != NULL)
         mcp_http_link_close(l->http);
     json_decref(l->init_result);
     free(l);
 }
 
+/* Takes one session's subscription to uri off a shared child's count. Returns how many remain. */
+static json_int_t
+subscriber_left(mcp_server_t *srv, const char *uri)
+{
+    json_int_t n = json_integer_value(json_object_get(srv->subscribers, uri)) - 1;
+    if (n > 0)
+        json_object_set_new(srv->subscribers, uri, json_integer(n));
+    else
+        json_object_del(srv->subscribers, uri);
+    return n > 0 ? n : 0;
+}
+
+void
+mcp_server_subscribe(mcp_server_t *srv, mcp_session_t *s, const char *uri)
+{
+    bool had = json_object_get(s->subscriptions, uri) != NULL;
+    json_object_set_new(s->subscriptions, uri, json_integer((json_int_t)srv->index));
+    if (!srv->stdio || had)
+        return;
+    if (srv->subscribers == NULL)
+        srv->subscribers = json_object();
+    json_int_t n = json_integer_value(json_object_get(srv->subscribers, uri));
+    json_object_set_new(srv->subscribers, uri, json_integer(n + 1));
+}
+
+bool
+mcp_server_unsubscribe(mcp_server_t *srv, mcp_session_t *s, const char *uri)
+{
+    bool had = json_object_get(s->subscriptions, uri) != NULL;
+    json_object_del(s->subscriptions, uri);
+    if (!srv->stdio)
+        return true;
+    if (had)
+        return subscriber_left(srv, uri) == 0;
+    return json_object_get(srv->subscribers, uri) == NULL; /* others' subscription must stay */
+}
+
+/* An ended session's subscriptions at shared children: the last subscriber of a uri unsubscribes
+ * the child from it. */
+static void
+drop_subscriptions(mcp_gateway_t *gw, mcp_session_t *s)
+{
+    const char *uri;
+    json_t *idx;
+    json_object_foreach(s->subscriptions, uri, idx)
+    {
+        size_t i = (size_t)json_integer_value(idx);
+        mcp_server_t *srv = i < gw->num_servers ? gw->servers[i] : NULL;
+        if (srv == NULL || !srv->stdio || subscriber_left(srv, uri) > 0 || !srv->up)
+            continue; /* a child that is down lost its subscriptions with it */
+        json_t *params = json_pack("{s:s}", "uri", uri);
+        mcp_server_request_quiet(srv, NULL, "resources/unsubscribe", params);
+        json_decref(params);
+    }
+    json_object_clear(s->subscriptions);
+}
+
+/* An HTTP upstream learns of the end from the DELETE that closes the link (a cancellation sent
+ * just before may be cut short with it); a shared child gets each call's notifications/cancelled. */
 void
 mcp_servers_session_ended(mcp_gateway_t *gw, mcp_session_t *s)
 {
     while (s->calls != NULL)
         mcp_call_cancel(s->calls, "the client session ended");
+    drop_subscriptions(gw, s);
     for (size_t i = 0; i < gw->num_servers; i++) {
         if (s->links[i] != NULL) {
             link_close(s->links[i]);
@@ -676,7 +846,7 @@ on_child_message(mcp_stdio_t *p, void *data, const char *line, size_t len)
         return;
     }
     if (json_object_get(msg, "method") == NULL) {
-        mcp_call_t *c = find_call(srv, json_object_get(msg, "id"));
+        mcp_call_t *c = find_call(srv, json_object_get(msg, "id")); /* ids are unique: the child's answer */
         if (c != NULL)
             mcp_call_finish(c, msg);
     } else {
@@ -913,14 +1083,38 @@ typedef struct fetch {
 } fetch_t;
 
 static void fetch_page(fetch_t *f, const char *cursor);
+static void start_fetch(mcp_server_t *srv, int kind, mcp_session_t *s);
 
+/* A live session whose request waits for the catalog: an HTTP server's list is fetched through
+ * a session's link, and an ended session has none. */
+static mcp_session_t *
+waiting_session(const catalog_t *cat)
+{
+    for (const catalog_waiter_t *w = cat->waiters; w != NULL; w = w->next) {
+        if (!w->session->ended)
+            return w->session;
+    }
+    return NULL;
+}
+
+/* Ends a fetch with the whole list (stolen), or NULL when it brought none. `again`: it brought
+ * none for a reason that says nothing about the server (it was cancelled, or it raced a change),
+ * so it starts over for the requests still waiting, a few times at most. Otherwise the waiters
+ * go on, without this server's list when there is none. */
 static void
-fetch_finish(mcp_server_t *srv, int kind, json_t *items)
+fetch_finish(mcp_server_t *srv, int kind, json_t *items, bool again)
 {
     catalog_t *cat = &srv->cat[kind];
     cat->loading = false;
     json_decref(cat->partial);
     cat->partial = NULL;
+    mcp_session_t *via = items == NULL && again && cat->retries < CATALOG_MAX_RETRIES ? waiting_session(cat) : NULL;
+    if (via != NULL) {
+        cat->retries++;
+        start_fetch(srv, kind, via);
+        return;
+    }
+    cat->retries = 0;
     if (items != NULL) {
         json_decref(cat->items);
         cat->items = items;
@@ -945,16 +1139,17 @@ on_page(mcp_call_t *c, json_t *response)
     fetch_t *f = c->done_data;
     mcp_server_t *srv = f->srv;
     catalog_t *cat = &srv->cat[f->kind];
-    const json_t *result = json_object_get(response, "result");
+    const json_t *result = json_object_get(response, "result"); /* response NULL: cancelled */
     const json_t *items = json_object_get(result, catalogs[f->kind].field);
-    if (f->epoch != cat->epoch || !json_is_array(items)) {
-        if (!json_is_array(items)) {
+    bool raced = f->epoch != cat->epoch;
+    if (raced || !json_is_array(items)) {
+        if (!raced && response != NULL) {
             const json_t *e = json_object_get(json_object_get(response, "error"), "message");
             tp_log_fields(TP_LOG_WARN, NULL, "upstream list failed",
                           json_pack("{s:s, s:s, s:s}", "server", srv->cfg->name, "method", catalogs[f->kind].method,
                                     "error", json_is_string(e) ? json_string_value(e) : "no answer"));
         }
-        fetch_finish(srv, f->kind, NULL);
+        fetch_finish(srv, f->kind, NULL, raced || response == NULL);
         if (f->session != NULL)
             mcp_session_unref(f->session);
         free(f);
@@ -966,7 +1161,7 @@ on_page(mcp_call_t *c, json_t *response)
         fetch_page(f, next);
         return;
     }
-    fetch_finish(srv, f->kind, json_incref(cat->partial));
+    fetch_finish(srv, f->kind, json_incref(cat->partial), false);
     if (f->session != NULL)
         mcp_session_unref(f->session);
     free(f);
@@ -985,8 +1180,6 @@ fetch_page(fetch_t *f, const char *cursor)
     c->done_data = f;
     mcp_call_start(c);
 }
-
-static void start_fetch(mcp_server_t *srv, int kind, mcp_session_t *s);
 
 /* Loads a shared server's catalogs that its handshake announced. */
 static void
@@ -1042,8 +1235,7 @@ on_ensure_part(void *data)
     if (--e->waiting > 0)
         return;
     mcp_session_t *s = e->session;
-    if (!s->ended)
-        e->ready(s, e->data);
+    e->ready(s, e->data); /* also for an ended session: ready owns what data holds */
     mcp_session_unref(s);
     free(e);
 }
@@ -1078,6 +1270,7 @@ mcp_catalog_ensure(mcp_gateway_t *gw, mcp_session_t *s, const char *kind_name,
         catalog_waiter_t *w = tp_calloc(1, sizeof(*w));
         w->ready = on_ensure_part;
         w->data = e;
+        w->session = s;
         w->next = cat->waiters;
         cat->waiters = w;
         e->waiting++;
@@ -1282,9 +1475,7 @@ mcp_servers_republish(mcp_gateway_t *gw)
         free(srv->tools);
         srv->tools = NULL;
         srv->num_tools = 0;
-        size_t before = srv->quarantined;
         publish_tools(srv);
-        (void)before;
         mcp_broker_list_changed(gw, srv, "tools");
     }
 }

@@ -122,6 +122,8 @@ mcp_session_end(mcp_session_t *s, const char *why)
     if (s->ended)
         return;
     s->ended = true;
+    /* Cancelling the calls below drops the references they hold; ours keeps s until the end. */
+    mcp_session_ref(s);
     mcp_gateway_t *gw = s->gw;
     tp_log_fields(TP_LOG_INFO, NULL, "session ended",
                   json_pack("{s:s, s:s, s:s}", "session", s->id, "principal", s->principal, "reason", why));
@@ -132,8 +134,7 @@ mcp_session_end(mcp_session_t *s, const char *why)
     unlink_session(t, s);
     tp_metric_set(gw->metrics.sessions, NULL, (double)t->count);
     tp_metric_add(gw->metrics.session_total, (const char *[]){ why }, 1);
-    if (s->refs == 0)
-        session_free(s);
+    mcp_session_unref(s);
 }
 
 void
@@ -182,11 +183,23 @@ mcp_session_count(const mcp_gateway_t *gw)
     return gw->sessions != NULL ? gw->sessions->count : 0;
 }
 
+/* Whether a client listens on one of the session's streams (its GET stream, say): a client that
+ * holds a stream open is there, however long since its last request. */
+static bool
+listened_to(const mcp_session_t *s)
+{
+    for (const mcp_stream_t *st = s->streams; st != NULL; st = st->next) {
+        if (mcp_stream_request(st) != NULL)
+            return true;
+    }
+    return false;
+}
+
 static void
 expire_one(mcp_session_t *s, void *arg)
 {
     uint64_t now = *(uint64_t *)arg;
-    if (s->calls == NULL && now - s->last_seen_ms > (uint64_t)s->gw->cfg->session_idle_timeout_ms)
+    if (s->calls == NULL && !listened_to(s) && now - s->last_seen_ms > (uint64_t)s->gw->cfg->session_idle_timeout_ms)
         mcp_session_end(s, "idle");
 }
 
@@ -206,16 +219,4 @@ mcp_sessions_start(mcp_gateway_t *gw)
     t->sweep.data = gw;
     uv_timer_start(&t->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
     uv_unref((uv_handle_t *)&t->sweep);
-}
-
-static void
-end_one(mcp_session_t *s, void *arg)
-{
-    mcp_session_end(s, arg);
-}
-
-void
-mcp_sessions_end_all(mcp_gateway_t *gw, const char *why)
-{
-    mcp_session_each(gw, end_one, (void *)why);
 }

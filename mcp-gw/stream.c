@@ -6,7 +6,17 @@
  * Last-Event-ID attaches a new sink that replays what was missed, as the MCP transport
  * specifies. A sink writes with back pressure: one h2o_send in flight at a time; what arrives
  * meanwhile waits in a buffer, and a client that lets that buffer grow past SINK_MAX_PENDING is
- * cut off (its events stay retained for a resumption).
+ * cut off (its events stay retained for a resumption). One event always fits, whatever its size
+ * (an answer may be as large as the server's max_response_bytes): the cut-off applies only to
+ * what would join bytes already waiting.
+ *
+ * An answer whose client went away before it was written waits for a resumption that may never
+ * come: a session keeps at most MAX_UNCLAIMED such streams, and drops the oldest beyond that, or
+ * every abandoned call would hold its answer until the session ends.
+ *
+ * A sink also carries the verdict of its request (authenticated as the session's principal), so
+ * that work answering on the stream later can ask the policy with the request that will carry
+ * the answer, and never with one that is gone.
  */
 #include "gateway.h"
 
@@ -20,6 +30,11 @@
 #include "mem.h"
 
 #define SINK_MAX_PENDING (8u * 1024 * 1024) /* bytes queued for a slow client before it is cut off */
+#define MAX_UNCLAIMED    16                 /* finished POST streams per session kept for a resumption */
+/* Sent when a final message cannot be encoded: the request still gets its answer. */
+#define UNENCODABLE_ANSWER                                                                                             \
+    "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"Internal error: the answer could not "  \
+    "be encoded\"}}"
 
 typedef struct mcp_event {
     uint64_t seq;
@@ -31,6 +46,8 @@ typedef struct mcp_event {
 typedef struct mcp_sink {
     h2o_generator_t super;
     tp_request_t *r;
+    pol_verdict_t *v;     /* r's verdict, in r's pool */
+    bool opener;          /* r opened the stream (the POST of its request) */
     mcp_stream_t *stream; /* NULL once detached */
     char *inflight;       /* the bytes h2o is sending now */
     char *pending;        /* bytes waiting for proceed */
@@ -41,6 +58,7 @@ typedef struct mcp_sink {
 } mcp_sink_t;
 
 static void sink_flush(mcp_sink_t *k);
+static void trim_unclaimed(mcp_session_t *s);
 
 static void
 sink_detach(mcp_sink_t *k)
@@ -71,8 +89,11 @@ static void
 on_sink_stop(h2o_generator_t *g, h2o_req_t *req)
 {
     mcp_sink_t *k = (mcp_sink_t *)g;
+    mcp_stream_t *st = k->stream;
     k->done = true;
     sink_detach(k);
+    if (st != NULL && st->finished && !st->standing) /* the client left before its answer was written */
+        trim_unclaimed(st->session);
 }
 
 /* A finished POST stream whose last event was written has nothing left to resume. */
@@ -121,7 +142,7 @@ sink_write(mcp_sink_t *k, const char *text, size_t len)
 {
     if (k->done)
         return;
-    if (k->pending_len + len > SINK_MAX_PENDING) {
+    if (k->pending_len > 0 && k->pending_len + len > SINK_MAX_PENDING) {
         /* The client does not read: cut it off; the events stay retained for a resumption. */
         tp_log_fields(TP_LOG_WARN, k->r->id, "slow client cut off",
                       json_pack("{s:I}", "pending_bytes", (json_int_t)k->pending_len));
@@ -185,6 +206,19 @@ retain(mcp_stream_t *st, uint64_t seq, char *text, size_t len)
 
 /* ---- streams ---- */
 
+/* Drops the oldest finished POST streams nobody listens to beyond MAX_UNCLAIMED (the list is
+ * newest first). */
+static void
+trim_unclaimed(mcp_session_t *s)
+{
+    size_t n = 0;
+    for (mcp_stream_t *st = s->streams, *next; st != NULL; st = next) {
+        next = st->next;
+        if (!st->standing && st->finished && st->sink == NULL && ++n > MAX_UNCLAIMED)
+            mcp_stream_free(st);
+    }
+}
+
 mcp_stream_t *
 mcp_stream_new(mcp_session_t *s, bool standing)
 {
@@ -211,7 +245,7 @@ mcp_stream_find(mcp_session_t *s, uint64_t id)
 }
 
 void
-mcp_stream_attach(mcp_stream_t *st, tp_request_t *r, uint64_t after_seq, bool prime)
+mcp_stream_attach(mcp_stream_t *st, tp_request_t *r, pol_verdict_t *v, uint64_t after_seq, bool prime)
 {
     if (st->sink != NULL)
         mcp_stream_close(st); /* one listener per stream: the newer one wins */
@@ -220,6 +254,8 @@ mcp_stream_attach(mcp_stream_t *st, tp_request_t *r, uint64_t after_seq, bool pr
     k->super.proceed = on_sink_proceed;
     k->super.stop = on_sink_stop;
     k->r = r;
+    k->v = v;
+    k->opener = st->sinks++ == 0;
     k->stream = st;
     st->sink = (struct mcp_sink *)k;
     r->req->res.status = 200;
@@ -244,14 +280,30 @@ mcp_stream_attach(mcp_stream_t *st, tp_request_t *r, uint64_t after_seq, bool pr
     sink_flush(k);
 }
 
+/* The text of a final message that could not be encoded: an internal error with its id. */
+static char *
+unencodable_answer(const json_t *msg)
+{
+    json_t *err = mcp_jsonrpc_error(json_object_get(msg, "id"), JSONRPC_INTERNAL_ERROR,
+                                    "Internal error: the answer could not be encoded", NULL);
+    char *data = err != NULL ? json_dumps(err, JSON_COMPACT) : NULL;
+    json_decref(err);
+    return data != NULL ? data : tp_strdup(UNENCODABLE_ANSWER);
+}
+
 void
 mcp_stream_send(mcp_stream_t *st, json_t *msg, bool final)
 {
     if (st->finished)
         return;
-    char *data = json_dumps(msg, JSON_COMPACT);
-    if (data == NULL)
+    char *data = msg != NULL ? json_dumps(msg, JSON_COMPACT) : NULL;
+    if (data == NULL && !final) {
+        tp_log_fields(TP_LOG_WARN, NULL, "a message to a client could not be encoded; dropped",
+                      json_pack("{s:s}", "session", st->session->id));
         return;
+    }
+    if (data == NULL) /* the request must still end, or the client waits for ever */
+        data = unencodable_answer(msg);
     uint64_t seq = st->next_seq++;
     char *text;
     size_t len;
@@ -265,14 +317,31 @@ mcp_stream_send(mcp_stream_t *st, json_t *msg, bool final)
             k->end = true;
     }
     retain(st, seq, text, len);
+    mcp_session_t *s = st->session;
+    bool unclaimed = final && st->sink == NULL && !st->standing;
     if (k != NULL && st->sink == (struct mcp_sink *)k)
         sink_flush(k); /* may free st when this was the final event */
+    if (unclaimed)
+        trim_unclaimed(s);
 }
 
 tp_request_t *
 mcp_stream_request(const mcp_stream_t *st)
 {
     return st->sink != NULL ? ((const mcp_sink_t *)st->sink)->r : NULL;
+}
+
+pol_verdict_t *
+mcp_stream_verdict(const mcp_stream_t *st)
+{
+    return st->sink != NULL ? ((const mcp_sink_t *)st->sink)->v : NULL;
+}
+
+tp_request_t *
+mcp_stream_opener(const mcp_stream_t *st)
+{
+    const mcp_sink_t *k = (const mcp_sink_t *)st->sink;
+    return k != NULL && k->opener ? k->r : NULL;
 }
 
 void
@@ -284,6 +353,22 @@ mcp_stream_close(mcp_stream_t *st)
     sink_detach(k);
     k->end = true;
     sink_flush(k);
+}
+
+void
+mcp_stream_finish(mcp_stream_t *st)
+{
+    if (st->finished)
+        return;
+    st->finished = true;
+    mcp_sink_t *k = (mcp_sink_t *)st->sink;
+    if (k == NULL) {
+        if (!st->standing) /* nobody listens, and nothing is left to resume */
+            mcp_stream_free(st);
+        return;
+    }
+    k->end = true;
+    sink_flush(k); /* frees st once the last bytes are written */
 }
 
 void

@@ -136,6 +136,7 @@ describe('mcp-gw with real MCP servers', () => {
     await conf?.stop();
     await evhttp?.stop();
     assert.equal(results?.['mcp-gw'].code, 0, stack?.daemons['mcp-gw'].tail());
+    assert.deepEqual(stack.daemons['mcp-gw'].sanitizerReports(), []);
     // The gateway stopped its stdio children with itself.
     const left = (() => {
       try {
