@@ -221,6 +221,7 @@ accepted(tp_request_t *r)
 {
     r->req->res.status = 202;
     r->req->res.reason = "Accepted";
+    r->req->res.content_length = 0; /* without it h2o closes the connection after the answer */
     h2o_send_inline(r->req, NULL, 0);
 }
 

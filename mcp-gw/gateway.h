@@ -260,7 +260,7 @@ void mcp_call_cancel(mcp_call_t *c, const char *reason);
 void mcp_call_finish(mcp_call_t *c, json_t *response);
 /* Releases everything a session holds on servers (its calls, its subscriptions at shared
  * children, its links). */
-void mcp_servers_session_ended(mcp_gateway_t *gw, mcp_session_t *s);
+void mcp_servers_session_ended(mcp_gateway_t *gw, mcp_session_t *s, const char *why);
 /* Records that session s subscribes to uri on srv (the broker then forwards the request). */
 void mcp_server_subscribe(mcp_server_t *srv, mcp_session_t *s, const char *uri);
 /* Records that session s unsubscribes from uri on srv. Returns whether the request must go

@@ -53,29 +53,11 @@ on_boot(uv_timer_t *t)
 
 /* ---- pins: loaded on the main thread, swapped in on the worker ---- */
 
-/* What the worker learns from a new state snapshot: the pins (NULL: unchanged) and the kills in
- * force (copied: the snapshot itself belongs to the main thread). */
+/* What the worker learns from a new state snapshot: the pins (loaded on the main thread). */
 typedef struct state_news {
     mcp_gateway_t *gw;
     mcp_pins_t *pins;
-    pol_kill_t *kills;
-    size_t num_kills;
 } state_news_t;
-
-/* Ends the sessions of principals a kill covers: their calls are cancelled upstream. */
-static void
-end_if_killed(mcp_session_t *s, void *arg)
-{
-    const state_news_t *news = arg;
-    pol_principal_t p = { .id = s->principal, .team = s->team };
-    int64_t now = tp_unix_ms();
-    for (size_t i = 0; i < news->num_kills; i++) {
-        if (pol_kill_covers(&news->kills[i], &p, now)) {
-            mcp_session_end(s, "killed");
-            return;
-        }
-    }
-}
 
 static void
 apply_news(tp_worker_t *w, void *arg)
@@ -83,20 +65,39 @@ apply_news(tp_worker_t *w, void *arg)
     state_news_t *news = arg;
     mcp_gateway_t *gw = news->gw;
     mcp_gateway_attach(gw, w);
-    if (news->num_kills > 0)
-        mcp_session_each(gw, end_if_killed, news);
-    if (news->pins != NULL) {
-        mcp_pins_t *old = gw->pins;
-        gw->pins = news->pins;
-        mcp_pins_free(old);
-        mcp_servers_republish(gw);
-    }
-    for (size_t i = 0; i < news->num_kills; i++) {
-        free(news->kills[i].target_kind);
-        free(news->kills[i].target);
-    }
-    free(news->kills);
+    mcp_pins_t *old = gw->pins;
+    gw->pins = news->pins;
+    mcp_pins_free(old);
+    mcp_servers_republish(gw);
     free(news);
+}
+
+/* Ends the sessions of principals a kill covers: their requests in flight get an error, their
+ * calls are cancelled upstream. */
+static void
+end_if_killed(mcp_session_t *s, void *arg)
+{
+    const pol_snapshot_t *snap = arg;
+    pol_principal_t p = { .id = s->principal, .team = s->team };
+    int64_t now = tp_unix_ms();
+    for (size_t i = 0; i < snap->num_kills; i++) {
+        if (pol_kill_covers(&snap->kills[i], &p, now)) {
+            mcp_session_end(s, "killed");
+            return;
+        }
+    }
+}
+
+/* Right after the worker switched to a new snapshot: nothing can pass the old one's checks any
+ * more, so this is where a new kill ends the work already under way. */
+static void
+on_worker_state(tp_daemon_t *d, tp_worker_t *w, const void *state)
+{
+    const pol_snapshot_t *snap = state;
+    if (snap->num_kills == 0)
+        return;
+    mcp_gateway_attach(&gateway, w);
+    mcp_session_each(&gateway, end_if_killed, (void *)snap);
 }
 
 static void
@@ -105,23 +106,17 @@ on_state(tp_daemon_t *d, const void *state)
     mcp_gateway_t *gw = &gateway;
     if (gw->gate == NULL)
         return; /* the first snapshot, before setup: setup loads the pins itself */
-    state_news_t *news = tp_calloc(1, sizeof(*news));
-    news->gw = gw;
     char *err = NULL;
-    news->pins = mcp_pins_load(tp_store_db(tp_daemon_store(d)), &err);
-    if (news->pins == NULL) {
+    mcp_pins_t *pins = mcp_pins_load(tp_store_db(tp_daemon_store(d)), &err);
+    if (pins == NULL) {
         tp_log_fields(TP_LOG_WARN, NULL, "tool pins not reloaded",
                       json_pack("{s:s}", "error", err != NULL ? err : "?"));
         free(err);
+        return;
     }
-    const pol_snapshot_t *snap = state;
-    news->num_kills = snap->num_kills;
-    news->kills = tp_calloc(snap->num_kills > 0 ? snap->num_kills : 1, sizeof(pol_kill_t));
-    for (size_t i = 0; i < snap->num_kills; i++) {
-        news->kills[i].target_kind = tp_strdup(snap->kills[i].target_kind);
-        news->kills[i].target = tp_strdup(snap->kills[i].target);
-        news->kills[i].expires_at_ms = snap->kills[i].expires_at_ms;
-    }
+    state_news_t *news = tp_calloc(1, sizeof(*news));
+    news->gw = gw;
+    news->pins = pins;
     tp_server_each_worker(tp_daemon_server(d), apply_news, news, NULL, NULL, NULL);
 }
 
@@ -219,6 +214,7 @@ static const tp_daemon_spec_t mcp_gw = {
     .error_fn = mcp_error_envelope,
     .setup = setup,
     .on_state = on_state,
+    .on_worker_state = on_worker_state,
     .on_drain = on_drain,
     .on_stopped = on_stopped,
 };

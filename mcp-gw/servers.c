@@ -817,8 +817,24 @@ drop_subscriptions(mcp_gateway_t *gw, mcp_session_t *s)
 /* An HTTP upstream learns of the end from the DELETE that closes the link (a cancellation sent
  * just before may be cut short with it); a shared child gets each call's notifications/cancelled. */
 void
-mcp_servers_session_ended(mcp_gateway_t *gw, mcp_session_t *s)
+mcp_servers_session_ended(mcp_gateway_t *gw, mcp_session_t *s, const char *why)
 {
+    /* The client's requests in flight get an answer before their streams end: a client whose
+     * session the gateway ended (a kill, say) must not wait for answers that cannot come. */
+    bool killed = strcmp(why, "killed") == 0;
+    for (mcp_call_t *c = s->calls; c != NULL; c = c->next_in_session) {
+        if (c->stream == NULL || c->client_id == NULL || c->done != NULL || strcmp(why, "deleted") == 0)
+            continue;
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 killed ? "suspended: an operator's kill switch ended this session"
+                        : "the session ended (%s); initialize a new one",
+                 why);
+        json_t *err = mcp_jsonrpc_error(c->client_id, killed ? MCP_ERR_FORBIDDEN : JSONRPC_INTERNAL_ERROR, msg,
+                                        json_pack("{s:s}", "reason", killed ? "suspended" : why));
+        mcp_stream_send(c->stream, err, true); /* may free the stream: c->stream is cleared then */
+        json_decref(err);
+    }
     while (s->calls != NULL)
         mcp_call_cancel(s->calls, "the client session ended");
     drop_subscriptions(gw, s);

@@ -127,7 +127,7 @@ mcp_session_end(mcp_session_t *s, const char *why)
     mcp_gateway_t *gw = s->gw;
     tp_log_fields(TP_LOG_INFO, NULL, "session ended",
                   json_pack("{s:s, s:s, s:s}", "session", s->id, "principal", s->principal, "reason", why));
-    mcp_servers_session_ended(gw, s); /* cancels calls upstream, closes links */
+    mcp_servers_session_ended(gw, s, why); /* cancels calls upstream, closes links */
     while (s->streams != NULL)
         mcp_stream_free(s->streams);
     mcp_session_table_t *t = table(gw);
