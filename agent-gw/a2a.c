@@ -14,31 +14,39 @@
 #include <string.h>
 #include <strings.h>
 
+#define MSG AG_TASK_IN_MESSAGE
+#define ID  AG_TASK_IN_ID
+#define TID AG_TASK_IN_TASK_ID
+
 static const ag_method_t methods[] = {
-    { "message/send", AG_V03, "message", false, false },
-    { "message/stream", AG_V03, "message", true, false },
-    { "tasks/get", AG_V03, "tasks", false, true },
-    { "tasks/cancel", AG_V03, "tasks", false, true },
-    { "tasks/resubscribe", AG_V03, "tasks", true, true },
-    { "tasks/list", AG_V03, "tasks", false, false },
-    { "tasks/pushNotificationConfig/set", AG_V03, "push", false, true },
-    { "tasks/pushNotificationConfig/get", AG_V03, "push", false, true },
-    { "tasks/pushNotificationConfig/list", AG_V03, "push", false, true },
-    { "tasks/pushNotificationConfig/delete", AG_V03, "push", false, true },
-    { "agent/getAuthenticatedExtendedCard", AG_V03, "card", false, false },
-    { "SendMessage", AG_V10, "message", false, false },
-    { "SendStreamingMessage", AG_V10, "message", true, false },
-    { "GetTask", AG_V10, "tasks", false, true },
-    { "ListTasks", AG_V10, "tasks", false, false },
-    { "CancelTask", AG_V10, "tasks", false, true },
-    { "SubscribeToTask", AG_V10, "tasks", true, true },
-    { "CreateTaskPushNotificationConfig", AG_V10, "push", false, true },
-    { "GetTaskPushNotificationConfig", AG_V10, "push", false, true },
-    { "ListTaskPushNotificationConfigs", AG_V10, "push", false, true },
-    { "ListTaskPushNotificationConfig", AG_V10, "push", false, true },
-    { "DeleteTaskPushNotificationConfig", AG_V10, "push", false, true },
-    { "GetExtendedAgentCard", AG_V10, "card", false, false },
+    { "message/send", AG_V03, "message", false, MSG, false },
+    { "message/stream", AG_V03, "message", true, MSG, false },
+    { "tasks/get", AG_V03, "tasks", false, ID, false },
+    { "tasks/cancel", AG_V03, "tasks", false, ID, false },
+    { "tasks/resubscribe", AG_V03, "tasks", true, ID, false },
+    { "tasks/list", AG_V03, "tasks", false, AG_TASK_IN_NONE, true },
+    { "tasks/pushNotificationConfig/set", AG_V03, "push", false, TID, false },
+    { "tasks/pushNotificationConfig/get", AG_V03, "push", false, ID, false },
+    { "tasks/pushNotificationConfig/list", AG_V03, "push", false, ID, false },
+    { "tasks/pushNotificationConfig/delete", AG_V03, "push", false, ID, false },
+    { "agent/getAuthenticatedExtendedCard", AG_V03, "card", false, AG_TASK_IN_NONE, false },
+    { "SendMessage", AG_V10, "message", false, MSG, false },
+    { "SendStreamingMessage", AG_V10, "message", true, MSG, false },
+    { "GetTask", AG_V10, "tasks", false, ID, false },
+    { "ListTasks", AG_V10, "tasks", false, AG_TASK_IN_NONE, true },
+    { "CancelTask", AG_V10, "tasks", false, ID, false },
+    { "SubscribeToTask", AG_V10, "tasks", true, ID, false },
+    { "CreateTaskPushNotificationConfig", AG_V10, "push", false, TID, false },
+    { "GetTaskPushNotificationConfig", AG_V10, "push", false, TID, false },
+    { "ListTaskPushNotificationConfigs", AG_V10, "push", false, TID, false },
+    { "ListTaskPushNotificationConfig", AG_V10, "push", false, TID, false },
+    { "DeleteTaskPushNotificationConfig", AG_V10, "push", false, TID, false },
+    { "GetExtendedAgentCard", AG_V10, "card", false, AG_TASK_IN_NONE, false },
 };
+
+#undef MSG
+#undef ID
+#undef TID
 
 const ag_method_t *
 ag_method_find(const char *name, ag_version_t v)
@@ -147,17 +155,81 @@ request_message(const json_t *params)
     return json_is_object(m) ? m : NULL;
 }
 
-const char *
-ag_request_task_id(const json_t *params)
+/* The string member `camel` of o, or its snake_case spelling `snake` (NULL: none): 1 with *out,
+ * 0 when neither is there, -1 with *why when one is not a string or the two disagree. */
+static int
+member_string(const json_t *o, const char *camel, const char *snake, const char **out, const char **why)
 {
-    const char *id = str(params, "id");
-    if (id == NULL)
-        id = str(params, "taskId");
-    if (id == NULL)
-        id = str(request_message(params), "taskId");
-    if (id != NULL && strncmp(id, "tasks/", 6) == 0) /* a resource name, "tasks/ID[/…]" */
+    const json_t *a = json_object_get(o, camel), *b = snake != NULL ? json_object_get(o, snake) : NULL;
+    if ((a != NULL && !json_is_string(a)) || (b != NULL && !json_is_string(b))) {
+        *why = "the task id must be a string";
+        return -1;
+    }
+    if (a != NULL && b != NULL && !json_equal(a, b)) {
+        *why = "the request names two different tasks (camelCase and snake_case spellings)";
+        return -1;
+    }
+    *out = json_string_value(a != NULL ? a : b);
+    return *out != NULL ? 1 : 0;
+}
+
+int
+ag_request_task_id(const ag_method_t *m, const json_t *params, const char **task, size_t *len, const char **why)
+{
+    const char *id = NULL;
+    int rv = 0;
+    *task = NULL;
+    *len = 0;
+    switch (m->task_in) {
+    case AG_TASK_IN_NONE:
+        return 0;
+    case AG_TASK_IN_MESSAGE:
+        rv = member_string(request_message(params), "taskId", "task_id", &id, why);
+        break;
+    case AG_TASK_IN_ID:
+        rv = member_string(params, "id", NULL, &id, why);
+        if (rv == 0)
+            rv = member_string(params, "name", NULL, &id, why); /* older 1.0 drafts: "tasks/ID" */
+        break;
+    case AG_TASK_IN_TASK_ID:
+        rv = member_string(params, "taskId", "task_id", &id, why);
+        if (rv == 0)
+            rv = member_string(params, "parent", NULL, &id, why); /* older 1.0 drafts: "tasks/ID" */
+        break;
+    }
+    if (rv <= 0)
+        return rv;
+    size_t n = strlen(id);
+    if (strncmp(id, "tasks/", 6) == 0) { /* a resource name, "tasks/ID[/…]" */
         id += 6;
-    return id;
+        n = strcspn(id, "/");
+    }
+    *task = id;
+    *len = n;
+    return 1;
+}
+
+size_t
+ag_filter_task_list(json_t *response, bool (*keep)(const char *task_id, void *data), void *data)
+{
+    json_t *result = json_object_get(response, "result");
+    json_t *list = json_is_array(result) ? result : json_object_get(result, "tasks");
+    if (!json_is_array(list))
+        return 0;
+    size_t removed = 0;
+    for (size_t i = json_array_size(list); i-- > 0;) {
+        const json_t *t = json_array_get(list, i);
+        if (json_object_get(t, "task") != NULL) /* a wrapped task, as in stream responses */
+            t = json_object_get(t, "task");
+        const char *id = str(t, "id");
+        if (id == NULL || !keep(id, data)) {
+            json_array_remove(list, i);
+            removed++;
+        }
+    }
+    if (json_is_object(result) && json_object_get(result, "totalSize") != NULL)
+        json_object_set_new(result, "totalSize", json_integer((json_int_t)json_array_size(list)));
+    return removed;
 }
 
 /* The decoded size of a base64 text of `len` characters (close enough for a limit). */
@@ -193,26 +265,77 @@ ag_message_measure(const json_t *params, size_t *parts, int64_t *largest_file)
     return true;
 }
 
-int
-ag_push_urls(const json_t *params, int (*fn)(const char *url, void *data), void *data)
+/* "pushNotificationConfig", "task_push_notification_config", …: the name without '_', any case. */
+static bool
+names_push_config(const char *key)
 {
-    const json_t *candidates[] = {
-        json_object_get(json_object_get(params, "configuration"), "pushNotificationConfig"),
-        json_object_get(json_object_get(params, "configuration"), "taskPushNotificationConfig"),
-        json_object_get(params, "pushNotificationConfig"),
-        json_object_get(json_object_get(params, "config"), "pushNotificationConfig"),
-        json_object_get(params, "config"),
-        params,
-    };
-    for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
-        const char *url = str(candidates[i], "url");
-        if (url != NULL) {
-            int rv = fn(url, data);
+    static const char want[] = "pushnotificationconfig";
+    size_t n = strlen(want);
+    for (const char *k = key; *k != '\0'; k++) {
+        size_t i = 0;
+        for (const char *c = k; *c != '\0' && i < n; c++) {
+            if (*c == '_')
+                continue;
+            if (tolower((unsigned char)*c) != want[i])
+                break;
+            i++;
+        }
+        if (i == n)
+            return true;
+    }
+    return false;
+}
+
+/* The url of o (an object, or each object of an array) for fn. */
+static int
+visit_config(const json_t *o, int (*fn)(const char *url, void *data), void *data)
+{
+    if (json_is_array(o)) {
+        for (size_t i = 0; i < json_array_size(o); i++) {
+            int rv = visit_config(json_array_get(o, i), fn, data);
             if (rv != 0)
                 return rv;
         }
+        return 0;
+    }
+    const char *url = str(o, "url");
+    return url != NULL ? fn(url, data) : 0;
+}
+
+/* Every member of params at any depth: jansson's parser bounds the depth (2048). */
+static int
+find_push_configs(const json_t *v, int (*fn)(const char *url, void *data), void *data)
+{
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            int rv = find_push_configs(json_array_get(v, i), fn, data);
+            if (rv != 0)
+                return rv;
+        }
+        return 0;
+    }
+    const char *key;
+    json_t *member;
+    json_object_foreach((json_t *)v, key, member)
+    {
+        int rv = names_push_config(key) ? visit_config(member, fn, data) : 0;
+        if (rv == 0)
+            rv = find_push_configs(member, fn, data);
+        if (rv != 0)
+            return rv;
     }
     return 0;
+}
+
+int
+ag_push_urls(const json_t *params, int (*fn)(const char *url, void *data), void *data)
+{
+    int rv = visit_config(params, fn, data); /* CreateTaskPushNotificationConfig: params.url */
+    if (rv == 0 && json_is_object(json_object_get(params, "config")))
+        rv = visit_config(json_object_get(params, "config"), fn, data); /* older 1.0 drafts */
+    if (rv == 0)
+        rv = find_push_configs(params, fn, data);
+    return rv;
 }
 
 json_t *

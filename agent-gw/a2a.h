@@ -38,12 +38,22 @@
 
 typedef enum ag_version { AG_V03 = 0, AG_V10 = 1 } ag_version_t;
 
+/* Where a request of a method names the task it is about. */
+typedef enum ag_task_in {
+    AG_TASK_IN_NONE,    /* nowhere (ListTasks, the extended card) */
+    AG_TASK_IN_MESSAGE, /* params.message.taskId, when the message continues a task */
+    AG_TASK_IN_ID,      /* params.id (tasks/get, GetTask, the v0.3 push-config get/list/delete, …) */
+    AG_TASK_IN_TASK_ID, /* params.taskId (v0.3 push-config set, the v1.0 push-config methods, whose
+                           params.id is the config's id) */
+} ag_task_in_t;
+
 typedef struct ag_method {
     const char *name;
     ag_version_t version;
-    const char *family; /* the policy action: "message", "tasks", "push" or "card" */
-    bool streams;       /* answered with an SSE stream */
-    bool task_param;    /* the request names an existing task (params.id or params.taskId) */
+    const char *family;   /* the policy action: "message", "tasks", "push" or "card" */
+    bool streams;         /* answered with an SSE stream */
+    ag_task_in_t task_in; /* where the request names its task */
+    bool lists_tasks;     /* the answer lists tasks (ListTasks): the gateway keeps the caller's only */
 } ag_method_t;
 
 /* The method by name and version, or NULL when that version has no such method. */
@@ -67,16 +77,29 @@ typedef struct ag_task_info {
 /* Reads a JSON-RPC response (or one SSE event's data, which is one) of either version. */
 void ag_task_info(const json_t *response, ag_task_info_t *out);
 
-/* The task id a request names (tasks/get, CancelTask, …) or the task id of the message it
- * continues; NULL when none. */
-const char *ag_request_task_id(const json_t *params);
+/* The task a request of method m names (see ag_task_in_t): the field in either spelling, camelCase
+ * as the SDKs write it or snake_case as ProtoJSON parsers also read it (taskId / task_id), and a
+ * v1.0 resource name "tasks/ID[/…]" read as ID. Returns 1 with *task pointing into params (len
+ * bytes, not NUL-terminated when it was a resource name), 0 when the request names no task, or -1
+ * with *why (a static sentence) when the field is not a string, or the two spellings disagree, so
+ * that the gateway and the agent can never read different tasks out of one request. */
+int ag_request_task_id(const ag_method_t *m, const json_t *params, const char **task, size_t *len, const char **why);
+
+/* Whether an answer's task, read with ag_task_info from a list (ListTasks), is one of those the
+ * caller may see: keep(task_id, data) is asked for every task in result.tasks (or a bare array
+ * result) and the tasks it refuses are removed. Returns how many were removed. */
+size_t ag_filter_task_list(json_t *response, bool (*keep)(const char *task_id, void *data), void *data);
 
 /* Counts the parts of the request's message and measures its largest inline file (decoded
  * bytes). Returns false when the request carries no message (fine for non-message methods). */
 bool ag_message_measure(const json_t *params, size_t *parts, int64_t *largest_file);
 
-/* Calls fn for every push-notification URL the request would register (message configuration,
- * push-config set/create). Stops when fn returns non-zero and returns that value. */
+/* Calls fn for every push-notification URL the request could register: the `url` of every object
+ * found under a member whose name, without underscores and case, contains
+ * "pushnotificationconfig" (so pushNotificationConfig, push_notification_config,
+ * taskPushNotificationConfig, task_push_notification_config, anywhere in params), of params
+ * itself and of params.config (the push-config methods), and every element of such a member
+ * that is an array. Stops when fn returns non-zero and returns that value. */
 int ag_push_urls(const json_t *params, int (*fn)(const char *url, void *data), void *data);
 
 /* A final status-update event for a task the gateway ends (kill switch), in the version's

@@ -19,29 +19,36 @@
 #include "log.h"
 #include "mem.h"
 
+/* A card larger than this is refused: real cards are a few KiB, and callers wait for all of it. */
 #define MAX_CARD_BYTES (1024u * 1024)
 
+typedef struct card_wait card_wait_t;
+typedef struct card_fetch card_fetch_t;
+
 typedef struct ag_card_cache {
-    json_t *card;       /* as the agent served it; NULL before the first fetch */
-    int64_t fetched_ms; /* Unix time of the fetch */
-    struct card_wait *waiting;
-    bool fetching;
+    json_t *card;         /* as the agent served it; NULL before the first fetch */
+    int64_t fetched_ms;   /* Unix time of the fetch */
+    card_wait_t *waiting; /* requests waiting for the first card */
+    card_fetch_t *fetch;  /* the fetch in flight, or NULL */
 } ag_card_cache_t;
 
-typedef struct card_wait {
-    tp_request_t *r; /* NULL when the request went away */
-    struct card_wait *next;
-    bool *alive; /* points into the request's pool, cleared on dispose */
-} card_wait_t;
+/* A request waiting for a card: in its own pool, so that it lives exactly as long as the request;
+ * disposing of the request takes it off the list. */
+struct card_wait {
+    tp_request_t *r;
+    ag_card_cache_t *cache; /* the list it is on; NULL once off it */
+    card_wait_t *prev, *next;
+};
 
-typedef struct card_fetch {
+struct card_fetch {
     ag_gateway_t *gw;
     ag_agent_rt_t *rt;
-    unsigned worker;
+    ag_card_cache_t *cache;
+    tp_upstream_call_t *call; /* NULL once it ended */
     char *body;
-    size_t len;
+    size_t len, cap;
     int status;
-} card_fetch_t;
+};
 
 const char *
 ag_agent_public_url(ag_gateway_t *gw, tp_request_t *r, const char *name)
@@ -103,9 +110,59 @@ serve_card(ag_gateway_t *gw, tp_request_t *r, ag_agent_rt_t *rt, const json_t *c
 }
 
 static void
+wait_unlink(card_wait_t *w)
+{
+    if (w->cache == NULL)
+        return;
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        w->cache->waiting = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+    w->cache = NULL;
+}
+
+static void
 on_wait_dispose(void *p)
 {
-    *(bool *)p = false;
+    wait_unlink(p); /* the client went away before the card came */
+}
+
+/* The end of a fetch (error NULL: the body arrived): keeps the card, answers every waiting
+ * request, frees the fetch. */
+static void
+fetch_end(card_fetch_t *cf, const char *error)
+{
+    ag_card_cache_t *cache = cf->cache;
+    cache->fetch = NULL;
+    json_t *card =
+        error == NULL && cf->status == 200 ? json_loadb(cf->body != NULL ? cf->body : "", cf->len, 0, NULL) : NULL;
+    char why[300];
+    if (!json_is_object(card)) {
+        snprintf(why, sizeof(why), "the card of agent \"%s\" could not be fetched: %s", cf->rt->agent->name,
+                 error != NULL       ? error
+                 : cf->status != 200 ? "unexpected HTTP status"
+                                     : "not a JSON object");
+        tp_log_fields(TP_LOG_WARN, NULL, "agent card fetch failed",
+                      json_pack("{s:s, s:s, s:i}", "agent", cf->rt->agent->name, "error", why, "status", cf->status));
+        json_decref(card);
+    } else {
+        json_decref(cache->card);
+        cache->card = card;
+        cache->fetched_ms = tp_unix_ms();
+    }
+    card_wait_t *w;
+    while ((w = cache->waiting) != NULL) {
+        wait_unlink(w);
+        if (cache->card != NULL)
+            serve_card(cf->gw, w->r, cf->rt, cache->card);
+        else
+            tp_http_error(w->r, 502, "card_unavailable", why);
+    }
+    free(cf->body);
+    free(cf);
 }
 
 static int
@@ -120,11 +177,21 @@ static void
 on_card_body(tp_upstream_call_t *call, const char *buf, size_t len)
 {
     card_fetch_t *cf = tp_upstream_call_data(call);
-    if (cf->len + len > MAX_CARD_BYTES) {
-        cf->status = -1;
+    if (cf->len + len > MAX_CARD_BYTES) { /* no use reading the rest: the waiting callers get 502 now */
+        tp_upstream_cancel(call);
+        cf->call = NULL;
+        char why[64];
+        snprintf(why, sizeof(why), "the card is larger than %u bytes", MAX_CARD_BYTES);
+        fetch_end(cf, why);
         return;
     }
-    cf->body = tp_realloc(cf->body, cf->len + len + 1);
+    if (cf->len + len > cf->cap) {
+        size_t cap = cf->cap > 0 ? cf->cap : 4096;
+        while (cap < cf->len + len)
+            cap *= 2;
+        cf->body = tp_realloc(cf->body, cap);
+        cf->cap = cap;
+    }
     memcpy(cf->body + cf->len, buf, len);
     cf->len += len;
 }
@@ -133,40 +200,8 @@ static void
 on_card_done(tp_upstream_call_t *call, const char *error)
 {
     card_fetch_t *cf = tp_upstream_call_data(call);
-    ag_card_cache_t *cache = &cf->rt->cards[cf->worker];
-    cache->fetching = false;
-    json_t *card =
-        error == NULL && cf->status == 200 ? json_loadb(cf->body != NULL ? cf->body : "", cf->len, 0, NULL) : NULL;
-    char why[256];
-    if (!json_is_object(card)) {
-        snprintf(why, sizeof(why), "the card of agent \"%s\" could not be fetched: %s", cf->rt->agent->name,
-                 error != NULL       ? error
-                 : cf->status != 200 ? "unexpected HTTP status"
-                                     : "not a JSON object");
-        tp_log_fields(TP_LOG_WARN, NULL, "agent card fetch failed",
-                      json_pack("{s:s, s:s, s:i}", "agent", cf->rt->agent->name, "error", why, "status", cf->status));
-        json_decref(card);
-        card = NULL;
-    } else {
-        json_decref(cache->card);
-        cache->card = card;
-        cache->fetched_ms = tp_unix_ms();
-    }
-    card_wait_t *w = cache->waiting;
-    cache->waiting = NULL;
-    while (w != NULL) {
-        card_wait_t *next = w->next;
-        if (*w->alive) {
-            if (cache->card != NULL)
-                serve_card(cf->gw, w->r, cf->rt, cache->card);
-            else
-                tp_http_error(w->r, 502, "card_unavailable", why);
-        }
-        free(w);
-        w = next;
-    }
-    free(cf->body);
-    free(cf);
+    cf->call = NULL;
+    fetch_end(cf, error);
 }
 
 static const tp_upstream_handlers_t card_handlers = {
@@ -179,13 +214,13 @@ static void
 fetch_card(ag_gateway_t *gw, ag_agent_rt_t *rt, tp_worker_t *w)
 {
     ag_card_cache_t *cache = &rt->cards[tp_worker_id(w)];
-    if (cache->fetching)
+    if (cache->fetch != NULL)
         return;
-    cache->fetching = true;
     card_fetch_t *cf = tp_calloc(1, sizeof(*cf));
     cf->gw = gw;
     cf->rt = rt;
-    cf->worker = tp_worker_id(w);
+    cf->cache = cache;
+    cache->fetch = cf;
     tp_upstream_header_t accept = { h2o_iovec_init(H2O_STRLIT("accept")),
                                     h2o_iovec_init(H2O_STRLIT("application/json")) };
     tp_upstream_request_t ur = {
@@ -194,7 +229,21 @@ fetch_card(ag_gateway_t *gw, ag_agent_rt_t *rt, tp_worker_t *w)
         .headers = &accept,
         .num_headers = 1,
     };
-    tp_upstream_call(rt->card_upstream, tp_worker_h2o(w), &ur, &card_handlers, cf);
+    cf->call = tp_upstream_call(rt->card_upstream, tp_worker_h2o(w), &ur, &card_handlers, cf);
+}
+
+void
+ag_cards_shutdown_worker(ag_agent_rt_t *rt, tp_worker_t *w)
+{
+    ag_card_cache_t *cache = &rt->cards[tp_worker_id(w)];
+    card_fetch_t *cf = cache->fetch;
+    if (cf == NULL)
+        return;
+    cache->fetch = NULL;
+    if (cf->call != NULL)
+        tp_upstream_cancel(cf->call);
+    free(cf->body);
+    free(cf);
 }
 
 /* GET /agents/<name>/.well-known/agent-card.json (or agent.json). Cards are public metadata,
@@ -204,6 +253,10 @@ on_card(tp_request_t *r, void *data)
 {
     ag_gateway_t *gw = data;
     h2o_iovec_t path = r->req->path_normalized;
+    if (path.len <= 8) { /* "/agents/" */
+        tp_http_error(r, 404, "not_found", "no such agent resource");
+        return 0;
+    }
     const char *name = path.base + 8;
     const char *slash = memchr(name, '/', path.len - 8);
     static const char *const suffixes[] = { "/.well-known/agent-card.json", "/.well-known/agent.json", NULL };
@@ -212,15 +265,15 @@ on_card(tp_request_t *r, void *data)
         size_t sl = strlen(*s);
         is_card = is_card || ((size_t)(path.base + path.len - slash) == sl && memcmp(slash, *s, sl) == 0);
     }
-    if (!is_card) {
+    if (!is_card || slash == name || (size_t)(slash - name) > AG_AGENT_NAME_MAX) {
         tp_http_error(r, 404, "not_found", "no such agent resource");
         return 0;
     }
-    char agent[128];
+    char agent[AG_AGENT_NAME_MAX + 1];
     snprintf(agent, sizeof(agent), "%.*s", (int)(slash - name), name);
     ag_agent_rt_t *rt = ag_world_agent(ag_world(gw), agent);
     if (rt == NULL) {
-        char msg[200];
+        char msg[300];
         snprintf(msg, sizeof(msg), "no agent named \"%s\" is registered", agent);
         tp_http_error(r, 404, "unknown_agent", msg);
         return 0;
@@ -233,11 +286,10 @@ on_card(tp_request_t *r, void *data)
             fetch_card(gw, rt, r->worker); /* served stale while it is refetched */
         return 0;
     }
-    card_wait_t *w = tp_calloc(1, sizeof(*w));
-    w->r = r;
-    w->alive = h2o_mem_alloc_shared(&r->req->pool, sizeof(bool), on_wait_dispose);
-    *w->alive = true;
-    w->next = cache->waiting;
+    card_wait_t *w = h2o_mem_alloc_shared(&r->req->pool, sizeof(*w), on_wait_dispose);
+    *w = (card_wait_t){ .r = r, .cache = cache, .next = cache->waiting };
+    if (cache->waiting != NULL)
+        cache->waiting->prev = w;
     cache->waiting = w;
     fetch_card(gw, rt, r->worker);
     return 0;
@@ -259,7 +311,7 @@ on_list(tp_request_t *r, void *data)
     json_t *list = json_array();
     for (size_t i = 0; i < ag_registry_count(world->registry); i++) {
         const ag_agent_t *a = ag_registry_at(world->registry, i);
-        if (!pol_gate_permits(gw->gate, &v, a->name, "message"))
+        if (world->rt[i] == NULL || !pol_gate_permits(gw->gate, &v, a->name, "message"))
             continue;
         const char *url = ag_agent_public_url(gw, r, a->name);
         char *card = tp_sprintf("%s/.well-known/agent-card.json", url);

@@ -37,10 +37,10 @@
 
 #define AG_CHAIN_HEADER        "x-triplane-chain" /* the header the token travels in, both ways */
 #define AG_CHAIN_MAX           64                 /* hops in one chain at most */
-#define AG_CHAIN_ID_MAX        127                /* bytes in a caller, target or task id at most */
-#define AG_CHAIN_TOKEN_MAX     8192               /* bytes in a token at most */
-#define AG_CHAIN_KEY_MIN       32                 /* bytes of HMAC key at least: as long as the MAC */
-#define AG_CHAIN_CLOCK_SKEW_MS 60000              /* a token this far ahead of now is still accepted */
+#define AG_CHAIN_ID_MAX        128  /* bytes in a caller, target or task id at most: as principal ids and agent names */
+#define AG_CHAIN_TOKEN_MAX     8192 /* bytes in a token at most */
+#define AG_CHAIN_KEY_MIN       32   /* bytes of HMAC key at least: as long as the MAC */
+#define AG_CHAIN_CLOCK_SKEW_MS 60000 /* a token this far ahead of now is still accepted */
 
 typedef struct ag_hop {
     char caller[AG_CHAIN_ID_MAX + 1]; /* the principal id that made the call; never empty */

@@ -1,6 +1,7 @@
 #include "ledger.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -346,4 +347,236 @@ ag_ledger_show(sqlite3 *db, const char *agent, const char *task_id, char **err)
     }
     json_object_set_new(task, "transitions", transitions);
     return task;
+}
+
+/* ---- who may ask about a task ---- */
+
+#define OWNER_SHARDS 64 /* locks: enough that workers seldom meet on one */
+
+typedef struct owner {
+    struct owner *chain;         /* the next in the bucket */
+    struct owner *older, *newer; /* the shard's order of use, for eviction */
+    uint64_t hash;
+    const char *task, *caller, *origin; /* point into key */
+    char key[];                         /* agent NUL task NUL caller NUL origin NUL */
+} owner_t;
+
+typedef struct owner_shard {
+    pthread_mutex_t lock;
+    owner_t **buckets;
+    size_t mask; /* buckets - 1 (a power of two) */
+    size_t count, capacity;
+    owner_t *oldest, *newest;
+} owner_shard_t;
+
+struct ag_owners {
+    owner_shard_t shards[OWNER_SHARDS];
+    size_t capacity; /* as asked for; the shards hold it rounded up to a multiple of OWNER_SHARDS */
+};
+
+/* FNV-1a over agent, a NUL, and task. */
+static uint64_t
+owner_hash(const char *agent, const char *task)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *s = agent;; s++) {
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+        if (*s == '\0')
+            break;
+    }
+    for (const char *s = task; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+ag_owners_t *
+ag_owners_new(size_t capacity)
+{
+    if (capacity == 0)
+        capacity = AG_OWNERS_DEFAULT_CAPACITY;
+    ag_owners_t *o = tp_calloc(1, sizeof(*o));
+    o->capacity = capacity;
+    size_t per = (capacity + OWNER_SHARDS - 1) / OWNER_SHARDS;
+    size_t buckets = 1;
+    while (buckets < per)
+        buckets <<= 1;
+    for (size_t i = 0; i < OWNER_SHARDS; i++) {
+        owner_shard_t *sh = &o->shards[i];
+        if (pthread_mutex_init(&sh->lock, NULL) != 0)
+            tp_fatal("pthread_mutex_init failed");
+        sh->buckets = tp_calloc(buckets, sizeof(*sh->buckets));
+        sh->mask = buckets - 1;
+        sh->capacity = per;
+    }
+    return o;
+}
+
+void
+ag_owners_free(ag_owners_t *o)
+{
+    if (o == NULL)
+        return;
+    for (size_t i = 0; i < OWNER_SHARDS; i++) {
+        owner_shard_t *sh = &o->shards[i];
+        for (owner_t *e = sh->oldest, *next; e != NULL; e = next) {
+            next = e->newer;
+            free(e);
+        }
+        free(sh->buckets);
+        pthread_mutex_destroy(&sh->lock);
+    }
+    free(o);
+}
+
+static owner_shard_t *
+shard_of(ag_owners_t *o, uint64_t hash)
+{
+    return &o->shards[hash % OWNER_SHARDS];
+}
+
+/* The entry's place in its bucket (the pointer that points at it), or where it would go. */
+static owner_t **
+owner_slot(owner_shard_t *sh, uint64_t hash, const char *agent, const char *task)
+{
+    owner_t **p = &sh->buckets[(hash >> 6) & sh->mask];
+    while (*p != NULL && !((*p)->hash == hash && strcmp((*p)->key, agent) == 0 && strcmp((*p)->task, task) == 0))
+        p = &(*p)->chain;
+    return p;
+}
+
+static void
+use_unlink(owner_shard_t *sh, owner_t *e)
+{
+    if (e->older != NULL)
+        e->older->newer = e->newer;
+    else
+        sh->oldest = e->newer;
+    if (e->newer != NULL)
+        e->newer->older = e->older;
+    else
+        sh->newest = e->older;
+    e->older = e->newer = NULL;
+}
+
+static void
+use_append(owner_shard_t *sh, owner_t *e)
+{
+    e->older = sh->newest;
+    e->newer = NULL;
+    if (sh->newest != NULL)
+        sh->newest->newer = e;
+    else
+        sh->oldest = e;
+    sh->newest = e;
+}
+
+static void
+evict_oldest(owner_shard_t *sh)
+{
+    owner_t *e = sh->oldest;
+    owner_t **p = owner_slot(sh, e->hash, e->key, e->task);
+    *p = e->chain;
+    use_unlink(sh, e);
+    sh->count--;
+    free(e);
+}
+
+void
+ag_owners_put(ag_owners_t *o, const char *agent, const char *task, const char *caller, const char *origin)
+{
+    if (agent == NULL || task == NULL || caller == NULL)
+        return;
+    if (origin == NULL)
+        origin = caller;
+    uint64_t hash = owner_hash(agent, task);
+    owner_shard_t *sh = shard_of(o, hash);
+    size_t la = strlen(agent) + 1, lt = strlen(task) + 1, lc = strlen(caller) + 1, lo = strlen(origin) + 1;
+    owner_t *fresh = tp_malloc(sizeof(*fresh) + la + lt + lc + lo); /* outside the lock */
+    memset(fresh, 0, sizeof(*fresh));
+    fresh->hash = hash;
+    memcpy(fresh->key, agent, la);
+    memcpy(fresh->key + la, task, lt);
+    memcpy(fresh->key + la + lt, caller, lc);
+    memcpy(fresh->key + la + lt + lc, origin, lo);
+    fresh->task = fresh->key + la;
+    fresh->caller = fresh->task + lt;
+    fresh->origin = fresh->caller + lc;
+
+    pthread_mutex_lock(&sh->lock);
+    owner_t **slot = owner_slot(sh, hash, agent, task);
+    if (*slot != NULL) { /* the first record stands */
+        use_unlink(sh, *slot);
+        use_append(sh, *slot);
+        pthread_mutex_unlock(&sh->lock);
+        free(fresh);
+        return;
+    }
+    if (sh->count >= sh->capacity) {
+        evict_oldest(sh);
+        slot = owner_slot(sh, hash, agent, task); /* the bucket may have changed */
+    }
+    *slot = fresh;
+    use_append(sh, fresh);
+    sh->count++;
+    pthread_mutex_unlock(&sh->lock);
+}
+
+ag_owner_answer_t
+ag_owners_check(ag_owners_t *o, const char *agent, const char *task, const char *principal)
+{
+    uint64_t hash = owner_hash(agent, task);
+    owner_shard_t *sh = shard_of(o, hash);
+    pthread_mutex_lock(&sh->lock);
+    owner_t *e = *owner_slot(sh, hash, agent, task);
+    ag_owner_answer_t answer = AG_OWNER_UNKNOWN;
+    if (e != NULL) {
+        use_unlink(sh, e);
+        use_append(sh, e);
+        answer = strcmp(principal, e->caller) == 0 || strcmp(principal, e->origin) == 0 ? AG_OWNER_YES : AG_OWNER_NO;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return answer;
+}
+
+size_t
+ag_owners_count(ag_owners_t *o)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < OWNER_SHARDS; i++) {
+        pthread_mutex_lock(&o->shards[i].lock);
+        n += o->shards[i].count;
+        pthread_mutex_unlock(&o->shards[i].lock);
+    }
+    return n;
+}
+
+long
+ag_owners_seed(ag_owners_t *o, sqlite3 *db, char **err)
+{
+    /* The newest tasks, put oldest first so that the newest are the last evicted. The origin is
+     * the first hop's caller of the stored chain (the caller when the call had none). */
+    sqlite3_stmt *stmt =
+        prepare(db,
+                "SELECT agent, id, caller, coalesce(CASE WHEN json_valid(chain) THEN "
+                "json_extract(chain, '$[0].caller') END, caller) FROM "
+                "(SELECT agent, id, caller, chain, created_ms FROM tasks ORDER BY created_ms DESC LIMIT ?1) "
+                "ORDER BY created_ms ASC",
+                err);
+    if (stmt == NULL)
+        return -1;
+    sqlite3_bind_int64(stmt, 1, (sqlite3_int64)o->capacity);
+    long n = 0;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *origin = (const char *)sqlite3_column_text(stmt, 3);
+        ag_owners_put(o, (const char *)sqlite3_column_text(stmt, 0), (const char *)sqlite3_column_text(stmt, 1),
+                      (const char *)sqlite3_column_text(stmt, 2), origin);
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        set_err(err, "read the task ledger: %s", sqlite3_errmsg(db));
+        n = -1;
+    }
+    sqlite3_finalize(stmt);
+    return n;
 }

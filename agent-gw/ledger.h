@@ -17,6 +17,11 @@
  * that arrives after the gateway canceled a task, say for a kill, does not bring it back).
  *
  * A task is keyed by (agent, id): the target agent's name and the task id the agent gave.
+ *
+ * Besides the tables, the daemon keeps in memory who may ask about each task (ag_owners_t): the
+ * principal that created it and the origin of the chain it was created on. Requests read it, so it
+ * lives beside the tables rather than in them: no request waits on SQLite. It is seeded from the
+ * tasks table at start, so that a restart forgets nothing the ledger kept (up to its capacity).
  */
 #ifndef AG_LEDGER_H
 #define AG_LEDGER_H
@@ -30,6 +35,9 @@
 #include "store.h"
 
 #define AG_LEDGER_DEFAULT_LIMIT 100 /* tasks ag_ledger_list returns when the filter says 0 */
+/* Tasks whose owners the daemon remembers: each costs about 100 bytes plus its ids, so the
+ * default holds a busy day's tasks in some tens of MiB. The least recently used go first. */
+#define AG_OWNERS_DEFAULT_CAPACITY 200000
 
 /* ---- task states ---- */
 
@@ -87,5 +95,37 @@ json_t *ag_ledger_list(sqlite3 *db, const ag_ledger_filter_t *f, char **err);
  * (malloc'd): "no task ID" (or "no task ID for agent A"), "task ID exists for several agents
  * (A, B); use --agent", or a store failure. */
 json_t *ag_ledger_show(sqlite3 *db, const char *agent, const char *task_id, char **err);
+
+/* ---- who may ask about a task (in memory, any thread) ---- */
+
+typedef struct ag_owners ag_owners_t;
+
+typedef enum ag_owner_answer {
+    AG_OWNER_UNKNOWN, /* no task (agent, task) is remembered: never seen, or forgotten */
+    AG_OWNER_YES,     /* the principal created the task, or started the chain it was created on */
+    AG_OWNER_NO,      /* somebody else's task */
+} ag_owner_answer_t;
+
+/* An index of at most `capacity` tasks (0: AG_OWNERS_DEFAULT_CAPACITY), split into shards each
+ * with its own lock, so that workers seldom wait for one another. Free with ag_owners_free. */
+ag_owners_t *ag_owners_new(size_t capacity);
+void ag_owners_free(ag_owners_t *o);
+
+/* Remembers that principal `caller`, on a chain started by `origin` (the caller itself when the
+ * call had no chain), created task `task` of `agent`. Strings are copied. The first record of a
+ * task stands (as in the ledger): a later one only marks it used. When the index is full the
+ * least recently used task is forgotten. */
+void ag_owners_put(ag_owners_t *o, const char *agent, const char *task, const char *caller, const char *origin);
+
+/* Whether `principal` may ask agent `agent` about task `task`; marks the task used. */
+ag_owner_answer_t ag_owners_check(ag_owners_t *o, const char *agent, const char *task, const char *principal);
+
+/* Tasks remembered now. */
+size_t ag_owners_count(ag_owners_t *o);
+
+/* Fills the index from the tasks table of db: the newest tasks, as many as it holds, with their
+ * callers and the first caller of their stored chains. Returns how many were read, or -1 with
+ * *err (malloc'd) when the store cannot be read. Main thread, at start. */
+long ag_owners_seed(ag_owners_t *o, sqlite3 *db, char **err);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "gateway.h"
+#include "ledger.h"
 #include "log.h"
 #include "mem.h"
 #include "snapshot.h"
@@ -30,21 +31,28 @@ ag_world(ag_gateway_t *gw)
 ag_agent_rt_t *
 ag_world_agent(ag_world_t *w, const char *name)
 {
-    for (size_t i = 0; i < ag_registry_count(w->registry); i++) {
-        if (strcmp(ag_registry_at(w->registry, i)->name, name) == 0)
-            return &w->rt[i];
-    }
-    return NULL;
+    const ag_agent_t *a = ag_registry_find(w->registry, name);
+    return a != NULL ? w->rt[a - ag_registry_at(w->registry, 0)] : NULL;
 }
 
-/* Splits "scheme://authority/path?query" into an origin upstream and the path. */
+/* Timeouts of the calls to an agent. A stored agent has no timeout_ms of its own: it gets the
+ * configuration's default. */
+#define DEFAULT_CALL_TIMEOUT_MS 120000 /* agent_gw.agents[].timeout_ms when not configured */
+#define CARD_TIMEOUT_MS         10000  /* a card fetch at most (its waiting callers get 502 then) */
+
+typedef enum call_kind {
+    CALLS_UNARY,  /* one JSON answer: the whole call within the agent's timeout_ms */
+    CALLS_STREAM, /* SSE: the head within timeout_ms, then quiet for as long as a task waits */
+    CALLS_CARD,   /* the card: small, and callers wait for it */
+} call_kind_t;
+
+/* An upstream for the origin ("scheme://authority") of url, with the agent's headers (cfg NULL:
+ * none) and the timeouts of `kind`. NULL and *err when tp_upstream_new refuses the URL. */
 static tp_upstream_t *
-upstream_for(const char *url, const tp_agent_config_t *cfg, char **path, char **err)
+upstream_for(const char *url, const tp_agent_config_t *cfg, call_kind_t kind, char **err)
 {
     const char *auth = strstr(url, "://");
-    const char *slash = auth != NULL ? strchr(auth + 3, '/') : NULL;
-    char *origin = slash != NULL ? tp_strndup(url, (size_t)(slash - url)) : tp_strdup(url);
-    *path = tp_strdup(slash != NULL ? slash : "/");
+    char *origin = tp_strndup(url, auth != NULL ? (size_t)(auth + 3 - url) + strcspn(auth + 3, "/?#") : strlen(url));
     tp_upstream_header_t *headers = NULL;
     size_t n = cfg != NULL ? cfg->header_count : 0;
     if (n > 0) {
@@ -54,22 +62,82 @@ upstream_for(const char *url, const tp_agent_config_t *cfg, char **path, char **
             headers[i].value = h2o_iovec_init(cfg->headers[i].value, strlen(cfg->headers[i].value));
         }
     }
-    tp_upstream_options_t o = {
-        .headers = headers,
-        .num_headers = n,
-        .first_byte_timeout_ms = cfg != NULL ? (uint64_t)cfg->timeout_ms : 0,
-        .idle_timeout_ms = 24ull * 3600 * 1000, /* streams may be quiet for long; total_timeout bounds calls */
-    };
+    uint64_t timeout = cfg != NULL && cfg->timeout_ms > 0 ? (uint64_t)cfg->timeout_ms : DEFAULT_CALL_TIMEOUT_MS;
+    tp_upstream_options_t o = { .headers = headers, .num_headers = n, .first_byte_timeout_ms = timeout };
+    switch (kind) {
+    case CALLS_UNARY:
+        o.idle_timeout_ms = o.total_timeout_ms = timeout;
+        break;
+    case CALLS_STREAM:
+        /* A task may wait on a person for long between events; a paused stream is bounded by h2o's
+         * own timer (TP_UPSTREAM_MAX_PAUSE_MS), so nothing longer would hold. */
+        o.idle_timeout_ms = TP_UPSTREAM_MAX_PAUSE_MS;
+        break;
+    case CALLS_CARD:
+        o.first_byte_timeout_ms = o.idle_timeout_ms = o.total_timeout_ms =
+            timeout < CARD_TIMEOUT_MS ? timeout : CARD_TIMEOUT_MS;
+        break;
+    }
     tp_upstream_t *up = tp_upstream_new(origin, &o, err);
     free(headers);
     free(origin);
     return up;
 }
 
+/* The path and query of url after its authority ("/" when none), malloc'd. */
+static char *
+path_of(const char *url)
+{
+    const char *auth = strstr(url, "://");
+    const char *rest = auth != NULL ? auth + 3 + strcspn(auth + 3, "/?#") : "";
+    return rest[0] == '/' ? tp_strdup(rest) : tp_sprintf("/%s", rest);
+}
+
+static void
+rt_free(ag_agent_rt_t *rt, unsigned workers)
+{
+    tp_upstream_free(rt->upstream);
+    tp_upstream_free(rt->stream_upstream);
+    tp_upstream_free(rt->card_upstream);
+    free(rt->path);
+    free(rt->card_path);
+    if (rt->cards != NULL)
+        ag_cards_free(rt->cards, workers);
+    free(rt);
+}
+
+/* A runtime for agent a, or NULL and *err when an upstream cannot be made of its URLs. */
+static ag_agent_rt_t *
+rt_new(ag_gateway_t *gw, const ag_agent_t *a, char **err)
+{
+    ag_agent_rt_t *rt = tp_calloc(1, sizeof(*rt));
+    rt->agent = a;
+    atomic_init(&rt->inflight, 0);
+    rt->path = path_of(a->url);
+    rt->card_path = path_of(a->card_url);
+    /* The card may need the agent's credential as much as its calls do. */
+    if ((rt->upstream = upstream_for(a->url, a->cfg, CALLS_UNARY, err)) == NULL ||
+        (rt->stream_upstream = upstream_for(a->url, a->cfg, CALLS_STREAM, err)) == NULL ||
+        (rt->card_upstream = upstream_for(a->card_url, a->cfg, CALLS_CARD, err)) == NULL) {
+        rt_free(rt, gw->workers);
+        return NULL;
+    }
+    rt->cards = ag_cards_new(gw->workers);
+    return rt;
+}
+
 static bool
 same_str(const char *a, const char *b)
 {
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Whether a runtime made for agent a serves agent b as well: the same calls, the same headers. */
+static bool
+same_calls(const ag_agent_t *a, const ag_agent_t *b)
+{
+    return same_str(a->name, b->name) && same_str(a->url, b->url) && same_str(a->card_url, b->card_url) &&
+           same_str(a->version, b->version) && a->cfg == b->cfg;
 }
 
 static bool
@@ -79,11 +147,18 @@ same_agents(const ag_registry_t *a, const ag_registry_t *b)
         return false;
     for (size_t i = 0; i < ag_registry_count(a); i++) {
         const ag_agent_t *x = ag_registry_at(a, i), *y = ag_registry_at(b, i);
-        if (!same_str(x->name, y->name) || !same_str(x->url, y->url) || !same_str(x->card_url, y->card_url) ||
-            !same_str(x->version, y->version) || !json_equal(x->labels, y->labels))
+        if (!same_calls(x, y) || !json_equal(x->labels, y->labels))
             return false;
     }
     return true;
+}
+
+/* The runtime of world w that serves agent a as it is, or NULL. */
+static ag_agent_rt_t *
+carried_rt(ag_world_t *w, const ag_agent_t *a)
+{
+    ag_agent_rt_t *rt = w != NULL ? ag_world_agent(w, a->name) : NULL;
+    return rt != NULL && same_calls(rt->agent, a) ? rt : NULL;
 }
 
 int
@@ -100,21 +175,23 @@ ag_world_load(ag_gateway_t *gw, char **err)
     ag_world_t *w = tp_calloc(1, sizeof(*w));
     w->registry = reg;
     size_t n = ag_registry_count(reg);
-    w->rt = tp_calloc(n > 0 ? n : 1, sizeof(ag_agent_rt_t));
+    w->rt = tp_calloc(n > 0 ? n : 1, sizeof(*w->rt));
     for (size_t i = 0; i < n; i++) {
-        ag_agent_rt_t *rt = &w->rt[i];
-        rt->agent = ag_registry_at(reg, i);
-        rt->upstream = upstream_for(rt->agent->url, rt->agent->cfg, &rt->path, err);
-        if (rt->upstream != NULL)
-            rt->card_upstream = upstream_for(rt->agent->card_url, NULL, &rt->card_path, err);
-        if (rt->upstream == NULL || rt->card_upstream == NULL) {
-            tp_log_fields(TP_LOG_ERROR, NULL, "agent not usable",
-                          json_pack("{s:s, s:s}", "agent", rt->agent->name, "error", *err != NULL ? *err : "?"));
-            return -1; /* the world leaks: a configuration error ends the daemon */
+        const ag_agent_t *a = ag_registry_at(reg, i);
+        ag_agent_rt_t *rt = carried_rt(current, a);
+        char *why = NULL;
+        if (rt == NULL && (rt = rt_new(gw, a, &why)) == NULL) {
+            /* One agent the gateway cannot call does not hold up the others: it is left out. */
+            tp_log_fields(
+                TP_LOG_ERROR, NULL, "agent not usable: left out of the registry",
+                json_pack("{s:s, s:s, s:s}", "agent", a->name, "url", a->url, "error", why != NULL ? why : "?"));
+            free(why);
+            continue;
         }
-        rt->cards = ag_cards_new(gw->workers);
+        rt->worlds++;
+        w->rt[i] = rt;
     }
-    w->older = ag_world(gw);
+    w->older = current;
     atomic_store_explicit(&gw->world, w, memory_order_release);
     return 0;
 }
@@ -127,11 +204,9 @@ ag_world_free_all(ag_gateway_t *gw)
     while (w != NULL) {
         ag_world_t *older = w->older;
         for (size_t i = 0; i < ag_registry_count(w->registry); i++) {
-            tp_upstream_free(w->rt[i].upstream);
-            tp_upstream_free(w->rt[i].card_upstream);
-            free(w->rt[i].path);
-            free(w->rt[i].card_path);
-            ag_cards_free(w->rt[i].cards, gw->workers);
+            ag_agent_rt_t *rt = w->rt[i];
+            if (rt != NULL && --rt->worlds == 0)
+                rt_free(rt, gw->workers);
         }
         free(w->rt);
         ag_registry_free(w->registry);
@@ -191,25 +266,6 @@ load_chain_key(ag_gateway_t *gw, char **err)
 /* ---- state changes: the registry and kills ---- */
 
 static void
-kill_on_worker(tp_worker_t *w, void *arg)
-{
-    ag_forward_kill(&gateway, w, arg);
-}
-
-static void
-free_kills(void *arg)
-{
-    ag_kill_list_t *k = arg;
-    for (size_t i = 0; i < k->n; i++) {
-        free(k->kills[i].target_kind);
-        free(k->kills[i].target);
-        free(k->kills[i].reason);
-    }
-    free(k->kills);
-    free(k);
-}
-
-static void
 on_state(tp_daemon_t *d, const void *state)
 {
     ag_gateway_t *gw = &gateway;
@@ -220,25 +276,43 @@ on_state(tp_daemon_t *d, const void *state)
         tp_log_fields(TP_LOG_WARN, NULL, "agent registry not reloaded", json_pack("{s:s}", "error", err ? err : "?"));
         free(err);
     }
-    const pol_snapshot_t *snap = state;
-    if (snap->num_kills == 0)
-        return;
-    ag_kill_list_t *k = tp_calloc(1, sizeof(*k));
-    k->n = snap->num_kills;
-    k->kills = tp_calloc(k->n, sizeof(pol_kill_t));
-    for (size_t i = 0; i < k->n; i++) {
-        k->kills[i].target_kind = tp_strdup(snap->kills[i].target_kind);
-        k->kills[i].target = tp_strdup(snap->kills[i].target);
-        k->kills[i].reason = tp_strdup(snap->kills[i].reason != NULL ? snap->kills[i].reason : "");
-        k->kills[i].expires_at_ms = snap->kills[i].expires_at_ms;
+}
+
+/* Right after worker w switched to a new snapshot: from here no request on it passes the old
+ * snapshot's kills, so ending what the new kills cover leaves no gap. */
+static void
+on_worker_state(tp_daemon_t *d, tp_worker_t *w, const void *state)
+{
+    if (gateway.gate != NULL)
+        ag_forward_kill(&gateway, w, state);
+}
+
+/* After the workers stopped: the calls they had in flight are cancelled (their requests are
+ * abandoned with the loops), so that every upstream is idle when it is freed. */
+static void
+shutdown_on_worker(tp_worker_t *w, void *arg)
+{
+    ag_gateway_t *gw = arg;
+    ag_forward_shutdown_worker(gw, w);
+    for (ag_world_t *world = ag_world(gw); world != NULL; world = world->older) {
+        for (size_t i = 0; i < ag_registry_count(world->registry); i++) {
+            if (world->rt[i] != NULL)
+                ag_cards_shutdown_worker(world->rt[i], w);
+        }
     }
-    tp_server_each_worker(tp_daemon_server(d), kill_on_worker, k, tp_daemon_loop(d), free_kills, k);
 }
 
 static void
 on_stopped(tp_daemon_t *d)
 {
-    ag_world_free_all(&gateway);
+    ag_gateway_t *gw = &gateway;
+    if (gw->w != NULL)
+        tp_server_each_worker(tp_daemon_server(d), shutdown_on_worker, gw, NULL, NULL, NULL);
+    ag_world_free_all(gw);
+    ag_owners_free(gw->owners);
+    gw->owners = NULL;
+    free(gw->w);
+    gw->w = NULL;
 }
 
 static void
@@ -271,10 +345,22 @@ setup(tp_daemon_t *d, char **err)
     gw->cfg = &tp_daemon_config(d)->agent_gw;
     gw->writer = tp_daemon_writer(d);
     gw->workers = tp_server_worker_count(tp_daemon_server(d));
-    gw->active = tp_calloc(gw->workers, sizeof(ag_forward_t *));
+    gw->w = tp_calloc(gw->workers, sizeof(*gw->w));
     metrics_init(gw);
     if (load_chain_key(gw, err) != 0)
         return -1;
+    gw->owners = ag_owners_new(AG_OWNERS_DEFAULT_CAPACITY);
+    char *seed_err = NULL;
+    long seeded = ag_owners_seed(gw->owners, tp_store_db(tp_daemon_store(d)), &seed_err);
+    if (seeded < 0) {
+        /* Not fatal: tasks made before this start are then refused to everyone (not found). */
+        tp_log_fields(TP_LOG_WARN, NULL, "task owners not read from the ledger",
+                      json_pack("{s:s}", "error", seed_err != NULL ? seed_err : "?"));
+        free(seed_err);
+    } else {
+        tp_log_fields(TP_LOG_DEBUG, NULL, "task owners read from the ledger",
+                      json_pack("{s:I}", "tasks", (json_int_t)seeded));
+    }
     if (ag_world_load(gw, err) != 0)
         return -1;
     gw->gate = pol_gate_new(d, "agent", err);
@@ -292,6 +378,7 @@ static const tp_daemon_spec_t agent_gw = {
     .error_fn = ag_error_envelope,
     .setup = setup,
     .on_state = on_state,
+    .on_worker_state = on_worker_state,
     .on_stopped = on_stopped,
 };
 

@@ -12,7 +12,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#define HOST_MAX  253 /* a DNS name's length at most, without the trailing dot */
+#define HOST_MAX  AG_PUSHURL_HOST_MAX
 #define LABEL_MAX 63
 
 /* ---- address ranges ---- */
@@ -491,4 +491,23 @@ ag_pushurl_check_resolved(const struct sockaddr *sa, const ag_pushurl_policy_t *
     if (what != NULL && (always || !p->allow_private))
         return fail(why, why_len, "push URL host resolved to %s, %s", text, what);
     return 0;
+}
+
+int
+ag_pushurl_host(const char *url, char *host, size_t host_len)
+{
+    static const ag_pushurl_policy_t any_scheme = { .allow_http = true };
+    if (url == NULL || strnlen(url, AG_PUSHURL_MAX_LEN + 1) > AG_PUSHURL_MAX_LEN)
+        return -1;
+    const char *auth = parse_scheme(url, &any_scheme, NULL, 0);
+    if (auth == NULL)
+        return -1;
+    size_t auth_len = strcspn(auth, "/?#");
+    if (auth_len == 0 || memchr(auth, '@', auth_len) != NULL || memchr(auth, '%', auth_len) != NULL)
+        return -1;
+    parsed_host_t h;
+    if (parse_authority(auth, auth_len, &h, NULL, 0) != 0 || strlen(h.text) >= host_len)
+        return -1;
+    memcpy(host, h.text, strlen(h.text) + 1);
+    return h.kind == HOST_NAME ? 1 : 0;
 }

@@ -42,7 +42,8 @@
 
 #include <sys/socket.h>
 
-#define AG_PUSHURL_MAX_LEN 2048 /* bytes in a push URL at most */
+#define AG_PUSHURL_MAX_LEN  2048 /* bytes in a push URL at most */
+#define AG_PUSHURL_HOST_MAX 253  /* bytes in a host name at most (a DNS name without the trailing dot) */
 
 typedef struct ag_pushurl_policy {
     bool allow_http;    /* accept http:// as well as https:// (default: https only) */
@@ -67,5 +68,13 @@ int ag_pushurl_check(const char *url, const ag_pushurl_policy_t *p, char *why, s
  * allow-list is about names and is not consulted. p NULL: the defaults. Returns 0, or -1 with a
  * sentence in why as above ("push URL host resolved to 10.0.0.5, a private address"). */
 int ag_pushurl_check_resolved(const struct sockaddr *sa, const ag_pushurl_policy_t *p, char *why, size_t why_len);
+
+/* The host of url as a resolver takes it (lowercase, without the trailing dot, an IPv6 address
+ * without brackets), copied into host (host_len bytes; AG_PUSHURL_HOST_MAX + 1 always suffice).
+ * Returns 1 when the host is a DNS name, whose addresses the caller resolves and checks with
+ * ag_pushurl_check_resolved; 0 when it is an IP address, which ag_pushurl_check judged already;
+ * -1 when url is not one ag_pushurl_check could accept (http or https) or host_len is too small.
+ * Does no I/O. */
+int ag_pushurl_host(const char *url, char *host, size_t host_len);
 
 #endif

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
@@ -201,11 +203,16 @@ agent_from_row(json_t *row, ag_agent_t *a)
 {
     const char *name = json_string_value(json_object_get(row, "name"));
     const char *url = json_string_value(json_object_get(row, "url"));
-    char *card_url = card_url_of(json_string_value(json_object_get(row, "card_url")), url);
-    if (card_url == NULL) { /* ag_registry_add refuses these: the row was edited by hand */
-        tp_warn("agent %s in the store ignored: its url '%s' is not an http(s) URL", name, url);
+    const char *given_card_url = json_string_value(json_object_get(row, "card_url"));
+    const char *why = ag_registry_url_problem(url);
+    if (why == NULL && given_card_url != NULL)
+        why = ag_registry_url_problem(given_card_url);
+    if (why != NULL) { /* ag_registry_add refuses these: the row was edited by hand, or by an older gwctl */
+        tp_warn("agent %s in the store ignored: its url '%s' or card url '%s' cannot be used: %s", name,
+                url != NULL ? url : "", given_card_url != NULL ? given_card_url : "(default)", why);
         return false;
     }
+    char *card_url = card_url_of(given_card_url, url);
     *a = (ag_agent_t){
         .name = tp_strdup(name),
         .url = tp_strdup(url),
@@ -361,18 +368,80 @@ stored_get(sqlite3 *db, const char *name, json_t **out, char **err)
     return 0;
 }
 
-/* True when url is an http(s) URL with a host and no whitespace or control characters. */
 static bool
-valid_url(const char *url)
+is_host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+           c == '_';
+}
+
+/* True for a dotted-quad IPv4 address (as inet_pton reads one). */
+static bool
+is_ipv4(const char *s, size_t n)
+{
+    char buf[16];
+    struct in_addr a;
+    if (n >= sizeof(buf))
+        return false;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return inet_pton(AF_INET, buf, &a) == 1;
+}
+
+const char *
+ag_registry_url_problem(const char *url)
 {
     size_t n = url != NULL ? origin_length(url) : 0;
-    if (n == 0 || url[n - 1] == '/') /* origin_length ends after "//" when the host is empty */
-        return false;
+    if (n == 0)
+        return "the scheme must be http or https";
     for (const unsigned char *p = (const unsigned char *)url; *p != '\0'; p++) {
         if (*p <= ' ' || *p == 0x7f)
-            return false;
+            return "it must not contain spaces or control characters";
     }
-    return true;
+    if (strchr(url, '#') != NULL)
+        return "an agent's URL has no fragment";
+    bool https = url[4] == 's';
+    const char *auth = url + (https ? 8 : 7), *end = url + n;
+    if (memchr(auth, '@', (size_t)(end - auth)) != NULL)
+        return "user info is not supported (configure credentials as headers)";
+    const char *host = auth, *host_end;
+    bool bracketed = *auth == '[';
+    if (bracketed) {
+        host_end = memchr(auth, ']', (size_t)(end - auth));
+        if (host_end == NULL || host_end == auth + 1)
+            return "invalid IPv6 address";
+        for (const char *c = auth + 1; c < host_end; c++) {
+            if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F') || *c == ':' ||
+                  *c == '.'))
+                return "invalid IPv6 address";
+        }
+        host_end++;
+    } else {
+        host_end = memchr(auth, ':', (size_t)(end - auth));
+        if (host_end == NULL)
+            host_end = end;
+        if (host_end == host)
+            return "it has no host";
+        for (const char *c = host; c < host_end; c++) {
+            if (!is_host_char(*c))
+                return "invalid host";
+        }
+    }
+    if (host_end != end) {
+        unsigned long port = 0;
+        if (*host_end != ':' || end - host_end < 2 || end - host_end > 6)
+            return "invalid port";
+        for (const char *c = host_end + 1; c < end; c++) {
+            if (*c < '0' || *c > '9')
+                return "invalid port";
+            port = port * 10 + (unsigned long)(*c - '0');
+        }
+        if (port == 0 || port > 65535)
+            return "invalid port";
+    }
+    if (https && (bracketed || is_ipv4(host, (size_t)(host_end - host))))
+        return "https needs a host name, not an IP address (the certificate is checked against the name)";
+    return NULL;
 }
 
 static bool
@@ -397,12 +466,13 @@ check_agent(const char *name, const char *url, const char *card_url, const char 
     if (!ag_registry_valid_name(name))
         return fail(err, -EINVAL, "agent name '%s' must be 1-%d characters of A-Z a-z 0-9 _ -",
                     name != NULL ? name : "", AG_AGENT_NAME_MAX);
-    if (!valid_url(url))
-        return fail(err, -EINVAL, "agent %s: url '%s' must be an http:// or https:// URL with a host", name,
-                    url != NULL ? url : "");
-    if (card_url != NULL && !valid_url(card_url))
-        return fail(err, -EINVAL, "agent %s: card url '%s' must be an http:// or https:// URL with a host", name,
-                    card_url);
+    const char *why = ag_registry_url_problem(url);
+    if (why != NULL)
+        return fail(err, -EINVAL, "agent %s: url '%s' must be an http:// or https:// URL with a host: %s", name,
+                    url != NULL ? url : "", why);
+    if (card_url != NULL && (why = ag_registry_url_problem(card_url)) != NULL)
+        return fail(err, -EINVAL, "agent %s: card url '%s' must be an http:// or https:// URL with a host: %s", name,
+                    card_url, why);
     if (version != NULL && strcmp(version, "0.3") != 0 && strcmp(version, "1.0") != 0)
         return fail(err, -EINVAL, "agent %s: version must be 0.3 or 1.0, not '%s'", name, version);
     if (labels != NULL && !is_string_object(labels))

@@ -66,6 +66,12 @@ bool ag_registry_valid_name(const char *name);
  * agent-card.json (malloc'd), or NULL when url is not an http(s) URL with a host. */
 char *ag_registry_default_card_url(const char *url);
 
+/* NULL when url is one the gateway can call (what tp_upstream_new accepts): http:// or https://,
+ * a host (https: a name, not an IP address, since certificates are checked against names), an
+ * optional port 1-65535, a path and query; no user info, fragment, spaces or control characters.
+ * Otherwise a static sentence saying what is wrong ("user info is not supported (…)"). */
+const char *ag_registry_url_problem(const char *url);
+
 /* The configured agent named `name` in cfg (NULL: none), or NULL. */
 const tp_agent_config_t *ag_registry_configured(const tp_agent_gw_config_t *cfg, const char *name);
 

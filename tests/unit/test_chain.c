@@ -373,11 +373,11 @@ test_authentic_but_malformed(void **state)
         free(t);
     }
 
-    /* An id of 127 bytes is read back; 128 is malformed. */
+    /* An id of 128 bytes (AG_CHAIN_ID_MAX) is read back; 129 is malformed. */
     char json[512];
-    char id[129];
-    memset(id, 'i', 128);
-    id[127] = '\0';
+    char id[130];
+    memset(id, 'i', 129);
+    id[128] = '\0';
     snprintf(json, sizeof(json), "[[\"%s\",\"b\",\"\",1]]", id);
     char *t = hand_token(key, sizeof(key), json);
     ag_chain_t got;
@@ -385,8 +385,8 @@ test_authentic_but_malformed(void **state)
     assert_int_equal(verify_str(t, T0, 0, &got, &why), 0);
     assert_string_equal(got.hops[0].caller, id);
     free(t);
-    id[127] = 'i';
-    id[128] = '\0';
+    id[128] = 'i';
+    id[129] = '\0';
     snprintf(json, sizeof(json), "[[\"a\",\"b\",\"%s\",1]]", id);
     t = hand_token(key, sizeof(key), json);
     assert_int_equal(verify_str(t, T0, 0, &got, &why), -1);
@@ -486,11 +486,12 @@ test_append_and_bounds(void **state)
 {
     ag_chain_t c, got;
     const char *why;
-    char id127[128], id128[129];
-    memset(id127, 'x', 127);
-    id127[127] = '\0';
-    memset(id128, 'y', 128);
+    /* ids of AG_CHAIN_ID_MAX (128) bytes fit, as principal ids and agent names do; 129 do not */
+    char id128[129], id129[130];
+    memset(id128, 'x', 128);
     id128[128] = '\0';
+    memset(id129, 'y', 129);
+    id129[129] = '\0';
 
     memset(&c, 0, sizeof(c));
     assert_int_equal(ag_chain_append(&c, NULL, "b", NULL, 1), -EINVAL);
@@ -498,13 +499,13 @@ test_append_and_bounds(void **state)
     assert_int_equal(ag_chain_append(&c, "", "b", NULL, 1), -EINVAL);
     assert_int_equal(ag_chain_append(&c, "a", "", NULL, 1), -EINVAL);
     assert_int_equal(ag_chain_append(&c, "a", "b", NULL, -1), -EINVAL);
-    assert_int_equal(ag_chain_append(&c, id128, "b", NULL, 1), -EINVAL);
-    assert_int_equal(ag_chain_append(&c, "a", id128, NULL, 1), -EINVAL);
-    assert_int_equal(ag_chain_append(&c, "a", "b", id128, 1), -EINVAL);
+    assert_int_equal(ag_chain_append(&c, id129, "b", NULL, 1), -EINVAL);
+    assert_int_equal(ag_chain_append(&c, "a", id129, NULL, 1), -EINVAL);
+    assert_int_equal(ag_chain_append(&c, "a", "b", id129, 1), -EINVAL);
     assert_int_equal(c.n, 0);
-    assert_int_equal(ag_chain_append(&c, id127, id127, id127, 0), 0);
+    assert_int_equal(ag_chain_append(&c, id128, id128, id128, 0), 0);
     assert_int_equal(c.n, 1);
-    assert_string_equal(c.hops[0].task, id127);
+    assert_string_equal(c.hops[0].task, id128);
 
     /* 64 short hops fit in a token and come back; a 65th hop does not fit in the chain. */
     memset(&c, 0, sizeof(c));
@@ -531,7 +532,7 @@ test_append_and_bounds(void **state)
     memset(&c, 0, sizeof(c));
     size_t hops_signed = 0;
     for (int i = 0; i < AG_CHAIN_MAX; i++) {
-        assert_int_equal(ag_chain_append(&c, id127, id127, id127, T0), 0);
+        assert_int_equal(ag_chain_append(&c, id128, id128, id128, T0), 0);
         char *t = ag_chain_sign(key, sizeof(key), &c);
         if (t == NULL)
             break;
@@ -540,7 +541,7 @@ test_append_and_bounds(void **state)
         free(t);
     }
     assert_true(hops_signed >= 8 && hops_signed < AG_CHAIN_MAX);
-    printf("# hops of 3 x 127-byte ids that fit in %d bytes: %zu\n", AG_CHAIN_TOKEN_MAX, hops_signed);
+    printf("# hops of 3 x 128-byte ids that fit in %d bytes: %zu\n", AG_CHAIN_TOKEN_MAX, hops_signed);
 }
 
 static void

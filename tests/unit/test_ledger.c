@@ -1,7 +1,8 @@
 /*
  * test_ledger.c — agent-gw/ledger.c against a real store: task states in both A2A versions,
  * tasks and transitions recorded through the batching writer (changes only, final states final),
- * and the reads gwctl tasks makes (list with filters, show).
+ * the reads gwctl tasks makes (list with filters, show), and the in-memory index of who may ask
+ * about each task (first record stands, least recently used forgotten, seeded from the table).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -479,6 +480,93 @@ test_reads_report_store_failures(void **state)
     free(err);
 }
 
+/* ---- who may ask about a task ---- */
+
+static void
+test_owners_answer_caller_and_origin_only(void **state)
+{
+    (void)state;
+    ag_owners_t *o = ag_owners_new(0);
+    assert_int_equal(ag_owners_check(o, "echo", "t1", "alice"), AG_OWNER_UNKNOWN);
+    ag_owners_put(o, "echo", "t1", "d1", "alice"); /* d1 made it on a chain alice started */
+    ag_owners_put(o, "echo", "t2", "mallory", NULL);
+    assert_int_equal(ag_owners_check(o, "echo", "t1", "d1"), AG_OWNER_YES);
+    assert_int_equal(ag_owners_check(o, "echo", "t1", "alice"), AG_OWNER_YES);
+    assert_int_equal(ag_owners_check(o, "echo", "t1", "mallory"), AG_OWNER_NO);
+    assert_int_equal(ag_owners_check(o, "echo", "t2", "mallory"), AG_OWNER_YES); /* origin NULL: the caller */
+    assert_int_equal(ag_owners_check(o, "echo", "t2", "alice"), AG_OWNER_NO);
+    /* A task is (agent, id): the same id at another agent is another task. */
+    assert_int_equal(ag_owners_check(o, "other", "t1", "alice"), AG_OWNER_UNKNOWN);
+    /* The first record stands, as in the ledger. */
+    ag_owners_put(o, "echo", "t1", "mallory", "mallory");
+    assert_int_equal(ag_owners_check(o, "echo", "t1", "mallory"), AG_OWNER_NO);
+    assert_int_equal(ag_owners_count(o), 2);
+    /* Ids that differ only after a prefix, or in which part is the agent, stay apart. */
+    ag_owners_put(o, "ab", "c", "x", NULL);
+    ag_owners_put(o, "a", "bc", "y", NULL);
+    assert_int_equal(ag_owners_check(o, "ab", "c", "y"), AG_OWNER_NO);
+    assert_int_equal(ag_owners_check(o, "a", "bc", "y"), AG_OWNER_YES);
+    ag_owners_free(o);
+}
+
+static void
+test_owners_forget_least_recently_used(void **state)
+{
+    (void)state;
+    enum { CAPACITY = 128, PUTS = 20000 }; /* 2 per shard */
+    ag_owners_t *o = ag_owners_new(CAPACITY);
+    ag_owners_put(o, "echo", "keep", "alice", NULL);
+    ag_owners_put(o, "echo", "first", "alice", NULL);
+    char task[32];
+    for (int i = 0; i < PUTS; i++) {
+        snprintf(task, sizeof(task), "t%d", i);
+        ag_owners_put(o, "echo", task, "bob", NULL);
+        assert_int_equal(ag_owners_check(o, "echo", "keep", "alice"), AG_OWNER_YES); /* used: kept */
+    }
+    assert_true(ag_owners_count(o) <= CAPACITY);
+    assert_int_equal(ag_owners_check(o, "echo", "first", "alice"), AG_OWNER_UNKNOWN); /* forgotten */
+    assert_int_equal(ag_owners_check(o, "echo", task, "bob"), AG_OWNER_YES);          /* the newest is there */
+    ag_owners_free(o);
+}
+
+static void
+test_owners_seeded_from_the_ledger(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(ag_ledger_task(f->w, "echo", "t1", NULL, "d1",
+                                    "[{\"caller\":\"alice\",\"target\":\"d1\",\"at_ms\":1},"
+                                    "{\"caller\":\"d1\",\"target\":\"echo\",\"at_ms\":2}]",
+                                    "submitted", 1000),
+                     0);
+    assert_int_equal(ag_ledger_task(f->w, "echo", "t2", NULL, "mallory", NULL, "working", 2000), 0);
+    tp_store_writer_flush(f->w);
+    exec_sql(f->db, "INSERT INTO tasks (agent, id, caller, chain, state, created_ms, updated_ms) "
+                    "VALUES ('echo', 't3', 'carol', 'not json', 'working', 3000, 3000)");
+    ag_owners_t *o = ag_owners_new(0);
+    char *err = NULL;
+    assert_int_equal(ag_owners_seed(o, f->db, &err), 3);
+    assert_int_equal(ag_owners_check(o, "echo", "t1", "d1"), AG_OWNER_YES);
+    assert_int_equal(ag_owners_check(o, "echo", "t1", "alice"), AG_OWNER_YES); /* the chain's origin */
+    assert_int_equal(ag_owners_check(o, "echo", "t1", "mallory"), AG_OWNER_NO);
+    assert_int_equal(ag_owners_check(o, "echo", "t2", "mallory"), AG_OWNER_YES);
+    assert_int_equal(ag_owners_check(o, "echo", "t3", "carol"), AG_OWNER_YES); /* a chain it cannot read */
+    ag_owners_free(o);
+
+    /* A small index keeps the newest. */
+    o = ag_owners_new(1);
+    assert_int_equal(ag_owners_seed(o, f->db, &err), 1);
+    assert_int_equal(ag_owners_check(o, "echo", "t3", "carol"), AG_OWNER_YES);
+    assert_int_equal(ag_owners_check(o, "echo", "t1", "d1"), AG_OWNER_UNKNOWN);
+    ag_owners_free(o);
+
+    exec_sql(f->db, "DROP TABLE task_transitions; DROP TABLE tasks");
+    o = ag_owners_new(0);
+    assert_int_equal(ag_owners_seed(o, f->db, &err), -1);
+    assert_non_null(strstr(err, "tasks"));
+    free(err);
+    ag_owners_free(o);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int
@@ -502,6 +590,9 @@ main(void)
         T(test_show_gives_transitions),
         T(test_show_errors),
         T(test_reads_report_store_failures),
+        cmocka_unit_test(test_owners_answer_caller_and_origin_only),
+        cmocka_unit_test(test_owners_forget_least_recently_used),
+        T(test_owners_seeded_from_the_ledger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -504,6 +504,33 @@ test_resolved(void **state)
 
 /* Random URLs built from URL-ish pieces: never a crash, every refusal has a reason, and no
  * accepted URL has credentials, a backslash, a space or a non-ASCII byte. */
+/* The host a resolver is asked for: names to resolve, address literals already judged. */
+static void
+test_host(void **state)
+{
+    (void)state;
+    char host[AG_PUSHURL_HOST_MAX + 1];
+    assert_int_equal(ag_pushurl_host("https://Hooks.Example.COM./x?y#z", host, sizeof(host)), 1);
+    assert_string_equal(host, "hooks.example.com");
+    assert_int_equal(ag_pushurl_host("http://hooks.example.com:8443", host, sizeof(host)), 1);
+    assert_string_equal(host, "hooks.example.com");
+    assert_int_equal(ag_pushurl_host("https://10.0.0.1/x", host, sizeof(host)), 0);
+    assert_string_equal(host, "10.0.0.1");
+    assert_int_equal(ag_pushurl_host("https://[::1]:8443/x", host, sizeof(host)), 0);
+    assert_string_equal(host, "::1");
+    static const char *const bad[] = {
+        "ftp://example.com/", "https://u:p@example.com/", "https://exa%6dple.com/", "https:///x",
+        "example.com",        "https://127.1/",           "https://[::1/",          NULL,
+    };
+    for (size_t i = 0; bad[i] != NULL; i++) {
+        if (ag_pushurl_host(bad[i], host, sizeof(host)) != -1)
+            fail_msg("%s: a host was read", bad[i]);
+    }
+    assert_int_equal(ag_pushurl_host(NULL, host, sizeof(host)), -1);
+    char small[8];
+    assert_int_equal(ag_pushurl_host("https://hooks.example.com/", small, sizeof(small)), -1);
+}
+
 static void
 test_fuzz(void **state)
 {
@@ -556,6 +583,7 @@ main(void)
         cmocka_unit_test(test_allowed_hosts),
         cmocka_unit_test(test_limits_and_reasons),
         cmocka_unit_test(test_resolved),
+        cmocka_unit_test(test_host),
         cmocka_unit_test(test_fuzz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

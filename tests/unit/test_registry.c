@@ -251,9 +251,14 @@ static void
 test_load_skips_unusable_rows(void **state)
 {
     fixture_t *f = *state;
-    /* What only a hand edit can store: a URL that is not http(s), labels that are not an object. */
+    /* What only a hand edit (or an older gwctl) can store: a URL that is not http(s), or that the
+     * gateway cannot call (https to an address, user info; the card URL too), labels that are not
+     * an object. The agent is left out, the others load. */
     exec_sql(f->db, "INSERT INTO agents (name, url, labels, created_at_ms, created_by) VALUES "
-                    "('ftp', 'ftp://x/', '{}', 1, 'sql'), ('odd', 'http://odd/', '[1]', 1, 'sql')");
+                    "('ftp', 'ftp://x/', '{}', 1, 'sql'), ('odd', 'http://odd/', '[1]', 1, 'sql'), "
+                    "('tlsip', 'https://10.0.0.1/a2a', '{}', 1, 'sql'), ('creds', 'http://u:p@x/', '{}', 1, 'sql')");
+    exec_sql(f->db, "INSERT INTO agents (name, url, card_url, labels, created_at_ms, created_by) VALUES "
+                    "('badcard', 'http://x/', 'https://10.0.0.2/card', '{}', 1, 'sql')");
     char *err = NULL;
     ag_registry_t *r = ag_registry_load(f->db, NULL, &err);
     assert_non_null(r);
@@ -324,6 +329,17 @@ test_add_refuses_bad_input(void **state)
         { "a", "http:///path", NULL, NULL, NULL, "url 'http:///path' must be" },
         { "a", "http://x y/", NULL, NULL, NULL, "url 'http://x y/' must be" },
         { "a", "http://x/", "file:///etc/passwd", NULL, NULL, "card url 'file:///etc/passwd' must be" },
+        /* What the gateway could not call (tp_upstream_new refuses it): refused here already. */
+        { "a", "https://10.0.0.1/a2a", NULL, NULL, NULL, "https needs a host name, not an IP address" },
+        { "a", "https://[::1]/a2a", NULL, NULL, NULL, "https needs a host name" },
+        { "a", "http://user:pw@x/", NULL, NULL, NULL, "user info is not supported" },
+        { "a", "http://x/a#frag", NULL, NULL, NULL, "no fragment" },
+        { "a", "http://x:0/", NULL, NULL, NULL, "invalid port" },
+        { "a", "http://x:99999/", NULL, NULL, NULL, "invalid port" },
+        { "a", "http://x:/", NULL, NULL, NULL, "invalid port" },
+        { "a", "http://x!y/", NULL, NULL, NULL, "invalid host" },
+        { "a", "http://[zz]/", NULL, NULL, NULL, "invalid IPv6 address" },
+        { "a", "http://x/", "https://192.168.1.1/card", NULL, NULL, "card url 'https://192.168.1.1/card' must be" },
         { "a", "http://x/", NULL, "2.0", NULL, "version must be 0.3 or 1.0, not '2.0'" },
         { "a", "http://x/", NULL, NULL, "{\"n\":1}", "labels must be an object of strings" },
         { "a", "http://x/", NULL, NULL, "[\"x\"]", "labels must be an object of strings" },
@@ -343,6 +359,18 @@ test_add_refuses_bad_input(void **state)
     assert_int_equal(query_int(f->db, "SELECT count(*) FROM agents"), 0);
     assert_int_equal(query_int(f->db, "SELECT count(*) FROM audit_log"), 0);
     assert_int_equal(tp_store_state_version(f->store), version);
+}
+
+static void
+test_add_accepts_a_query(void **state)
+{
+    fixture_t *f = *state;
+    add_ok(f, "tenant", "http://q.example/rpc?tenant=1", NULL, NULL, NULL);
+    char *err = NULL;
+    ag_registry_t *r = ag_registry_load(f->db, NULL, &err);
+    assert_string_equal(ag_registry_find(r, "tenant")->url, "http://q.example/rpc?tenant=1");
+    assert_string_equal(ag_registry_find(r, "tenant")->card_url, "http://q.example/.well-known/agent-card.json");
+    ag_registry_free(r);
 }
 
 static void
@@ -449,6 +477,7 @@ main(void)
         T(test_empty_registry),
         T(test_add_is_audited_and_bumps),
         T(test_add_refuses_bad_input),
+        T(test_add_accepts_a_query),
         T(test_add_twice_is_refused),
         T(test_remove_is_audited_and_bumps),
         T(test_changes_join_an_open_transaction),
