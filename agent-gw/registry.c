@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include "store.h"
 
 #define CARD_PATH       "/.well-known/agent-card.json" /* where A2A agents serve their card */
 #define DEFAULT_VERSION "0.3" /* what an agent speaks when nobody said: the version most deployed */
@@ -284,41 +285,17 @@ ag_registry_at(const ag_registry_t *r, size_t i)
 
 /* ---- the admin side ---- */
 
-/* As in policy/admin.c: BEGIN IMMEDIATE when no transaction is open (the write lock up front,
- * so that a busy store makes us wait rather than fail half-way), else a savepoint inside the
- * caller's transaction. Returns TXN_OUTER or TXN_NESTED for finish, or a negative code. */
-enum { TXN_NESTED = 0, TXN_OUTER = 1 };
-
+/* Admin changes go through tp_store_change_begin / _end (see store.h), under savepoint ag_registry. */
 static int
 begin(sqlite3 *db, char **err)
 {
-    bool outer = sqlite3_get_autocommit(db) != 0;
-    if (sqlite3_exec(db, outer ? "BEGIN IMMEDIATE" : "SAVEPOINT ag_registry", NULL, NULL, NULL) != SQLITE_OK)
-        return db_fail(db, err, "begin");
-    return outer ? TXN_OUTER : TXN_NESTED;
+    return tp_store_change_begin(db, "ag_registry", err);
 }
 
-/* Commits what begin started when rv == 0, rolls it back otherwise. Returns rv, or the
- * commit's failure. */
 static int
 finish(sqlite3 *db, int txn, int rv, char **err)
 {
-    if (txn == TXN_NESTED) {
-        if (rv != 0)
-            sqlite3_exec(db, "ROLLBACK TO ag_registry", NULL, NULL, NULL);
-        if (sqlite3_exec(db, "RELEASE ag_registry", NULL, NULL, NULL) != SQLITE_OK && rv == 0)
-            rv = db_fail(db, err, "release");
-        return rv;
-    }
-    if (rv != 0) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return rv;
-    }
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        rv = db_fail(db, err, "commit");
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    }
-    return rv;
+    return tp_store_change_end(db, txn, "ag_registry", rv, err);
 }
 
 /* Runs a prepared statement that returns no rows, and finalizes it. */

@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -463,4 +464,49 @@ bool
 tp_store_healthy(const tp_store_t *store)
 {
     return atomic_load(&store->healthy);
+}
+
+/* ---- admin changes ---- */
+
+static int
+change_fail(sqlite3 *db, const char *what, char **err)
+{
+    *err = tp_sprintf("%s: %s", what, sqlite3_errmsg(db));
+    return -EIO;
+}
+
+int
+tp_store_change_begin(sqlite3 *db, const char *savepoint, char **err)
+{
+    bool outer = sqlite3_get_autocommit(db) != 0;
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SAVEPOINT %s", savepoint);
+    if (sqlite3_exec(db, outer ? "BEGIN IMMEDIATE" : sql, NULL, NULL, NULL) != SQLITE_OK)
+        return change_fail(db, "begin", err);
+    return outer ? TP_STORE_TXN_OUTER : TP_STORE_TXN_NESTED;
+}
+
+int
+tp_store_change_end(sqlite3 *db, int txn, const char *savepoint, int rv, char **err)
+{
+    char sql[96];
+    if (txn == TP_STORE_TXN_NESTED) {
+        if (rv != 0) {
+            snprintf(sql, sizeof(sql), "ROLLBACK TO %s", savepoint);
+            sqlite3_exec(db, sql, NULL, NULL, NULL);
+        }
+        snprintf(sql, sizeof(sql), "RELEASE %s", savepoint);
+        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK && rv == 0)
+            rv = change_fail(db, "release", err);
+        return rv;
+    }
+    if (rv != 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return rv;
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        rv = change_fail(db, "commit", err);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return rv;
 }

@@ -157,4 +157,17 @@ size_t tp_store_writer_depth(tp_store_writer_t *w);
 /* Runs SQL with no result rows. Returns 0 or a negative code with *err set (malloc'd). */
 int tp_store_exec(tp_store_t *store, const char *sql, char **err);
 
+/* An audited admin change on `db` (policy/admin, tool pins, the agent registry): BEGIN
+ * IMMEDIATE when no transaction is open (the write lock up front, so a busy store makes the
+ * change wait rather than fail half-way), else SAVEPOINT `savepoint` (a static SQL identifier)
+ * inside the caller's transaction, so that many changes (gwctl apply) commit or roll back as
+ * one. Returns TP_STORE_TXN_OUTER or TP_STORE_TXN_NESTED for tp_store_change_end, or -EIO with
+ * *err ("begin: …", malloc'd). */
+enum { TP_STORE_TXN_NESTED = 0, TP_STORE_TXN_OUTER = 1 };
+int tp_store_change_begin(sqlite3 *db, const char *savepoint, char **err);
+
+/* Ends what tp_store_change_begin started: commits (or releases the savepoint) when rv == 0,
+ * rolls back otherwise. Returns rv, or -EIO with *err when the commit or release failed. */
+int tp_store_change_end(sqlite3 *db, int txn, const char *savepoint, int rv, char **err);
+
 #endif

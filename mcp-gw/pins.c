@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include "store.h"
 
 /* ---- hashing ---- */
 
@@ -273,41 +274,17 @@ run(sqlite3 *db, sqlite3_stmt *stmt, char **err, const char *what)
     return rc == SQLITE_DONE ? 0 : db_fail(db, err, what);
 }
 
-/* As in policy/admin.c: BEGIN IMMEDIATE when no transaction is open (the write lock up front,
- * so that a busy store makes us wait rather than fail half-way), else a savepoint inside the
- * caller's transaction. Returns TXN_OUTER or TXN_NESTED for finish, or a negative code. */
-enum { TXN_NESTED = 0, TXN_OUTER = 1 };
-
+/* Admin changes go through tp_store_change_begin / _end (see store.h), under savepoint mcp_pins. */
 static int
 begin(sqlite3 *db, char **err)
 {
-    bool outer = sqlite3_get_autocommit(db) != 0;
-    if (sqlite3_exec(db, outer ? "BEGIN IMMEDIATE" : "SAVEPOINT mcp_pins", NULL, NULL, NULL) != SQLITE_OK)
-        return db_fail(db, err, "begin");
-    return outer ? TXN_OUTER : TXN_NESTED;
+    return tp_store_change_begin(db, "mcp_pins", err);
 }
 
-/* Commits what begin started when rv == 0, rolls it back otherwise. Returns rv, or the
- * commit's failure. */
 static int
 finish(sqlite3 *db, int txn, int rv, char **err)
 {
-    if (txn == TXN_NESTED) {
-        if (rv != 0)
-            sqlite3_exec(db, "ROLLBACK TO mcp_pins", NULL, NULL, NULL);
-        if (sqlite3_exec(db, "RELEASE mcp_pins", NULL, NULL, NULL) != SQLITE_OK && rv == 0)
-            rv = db_fail(db, err, "release");
-        return rv;
-    }
-    if (rv != 0) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return rv;
-    }
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        rv = db_fail(db, err, "commit");
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    }
-    return rv;
+    return tp_store_change_end(db, txn, "mcp_pins", rv, err);
 }
 
 /* Writes the audit row of a change inside the caller's transaction. Steals before and after. */
