@@ -3,6 +3,8 @@
  */
 #include "pushurl.h"
 
+#include "pattern.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -169,32 +171,6 @@ static bool
 is_hex(char c)
 {
     return is_digit(c) || (lower(c) >= 'a' && lower(c) <= 'f');
-}
-
-/* True when host matches pattern: '*' matches any run of characters (also none), everything else
- * itself, ignoring case. host is lowercase. Backtracks only to the latest '*', so it is linear
- * in practice and quadratic at worst. */
-static bool
-host_matches(const char *pattern, const char *host)
-{
-    const char *star = NULL, *resume = NULL;
-    while (*host != '\0') {
-        if (*pattern == '*') {
-            star = pattern++;
-            resume = host;
-        } else if (*pattern != '\0' && lower(*pattern) == *host) {
-            pattern++;
-            host++;
-        } else if (star != NULL) {
-            pattern = star + 1;
-            host = ++resume;
-        } else {
-            return false;
-        }
-    }
-    while (*pattern == '*')
-        pattern++;
-    return *pattern == '\0';
 }
 
 /* ---- parsing ---- */
@@ -400,7 +376,7 @@ check_host(const parsed_host_t *h, const ag_pushurl_policy_t *p, char *why, size
     if (p->num_allowed_hosts > 0) {
         bool allowed = false;
         for (size_t i = 0; i < p->num_allowed_hosts && !allowed; i++)
-            allowed = p->allowed_hosts[i] != NULL && host_matches(p->allowed_hosts[i], h->text);
+            allowed = p->allowed_hosts[i] != NULL && tp_pattern_match(p->allowed_hosts[i], h->text, strlen(h->text));
         if (!allowed)
             return fail(why, why_len, "push URL host %s is not in the allowed hosts", shown(h, buf, sizeof(buf)));
     }

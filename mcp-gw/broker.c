@@ -38,6 +38,7 @@
 #include "jsonschema.h"
 #include "log.h"
 #include "mem.h"
+#include "pattern.h"
 
 #define MAX_SCHEMA_ERRORS   8
 #define SCHEMA_EXCERPT_MAX  1500 /* bytes of schema quoted back in a validation error */
@@ -238,7 +239,7 @@ visible(query_t *q, const char *public_name)
         if (strcmp(cfg->virtual_servers[i].name, vn) != 0)
             continue;
         for (size_t j = 0; j < cfg->virtual_servers[i].tool_count; j++) {
-            if (mcp_pattern_match(cfg->virtual_servers[i].tools[j], public_name, strlen(public_name)))
+            if (tp_pattern_match(cfg->virtual_servers[i].tools[j], public_name, strlen(public_name)))
                 return true;
         }
     }

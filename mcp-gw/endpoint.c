@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "pattern.h"
 #include "log.h"
 #include "mem.h"
 
@@ -36,35 +37,11 @@ mcp_protocol_supported(const char *v, size_t len)
     return false;
 }
 
-/* '*' matches any run of characters, everything else itself (case-insensitively: hosts and
- * origins are). */
-bool
-mcp_pattern_match(const char *p, const char *s, size_t len)
-{
-    const char *end = s + len, *star = NULL, *resume = NULL;
-    while (s < end) {
-        if (*p == '*') {
-            star = p++;
-            resume = s;
-        } else if (*p != '\0' && (*p | 0x20) == (*s | 0x20)) {
-            p++, s++;
-        } else if (star != NULL) {
-            p = star + 1;
-            s = ++resume;
-        } else {
-            return false;
-        }
-    }
-    while (*p == '*')
-        p++;
-    return *p == '\0';
-}
-
 static bool
 matches_any(char *const *patterns, size_t n, h2o_iovec_t value)
 {
     for (size_t i = 0; i < n; i++) {
-        if (mcp_pattern_match(patterns[i], value.base, value.len))
+        if (tp_pattern_match(patterns[i], value.base, value.len))
             return true;
     }
     return false;

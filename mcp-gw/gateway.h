@@ -333,8 +333,6 @@ void mcp_endpoint_register(mcp_gateway_t *gw);
 /* The plane's error envelope: a JSON-RPC error object with id null. */
 void mcp_error_envelope(tp_request_t *r, int status, const char *code, const char *message);
 bool mcp_protocol_supported(const char *v, size_t len);
-/* '*' matches any run of characters; everything else matches itself, ignoring ASCII case. */
-bool mcp_pattern_match(const char *pattern, const char *s, size_t len);
 
 /* ---- the broker ---- */
 

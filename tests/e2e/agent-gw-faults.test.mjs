@@ -466,7 +466,7 @@ describe('agent-gw push URLs whose names resolve inward', () => {
     assert.equal(fine.json?.result?.message?.parts?.[0]?.text, 'ok', fine.text);
   });
 
-  test('a push URL at an address literal is judged as written, without resolving', { skip: !usable && 'no private mount namespace here' }, async () => {
+  test('a push URL at an address literal is judged as written, without resolving', { skip: !usable && 'no private mount namespace here (needs root or user namespaces)' }, async () => {
     const snake = await send({ push_notification_config: { url: 'https://169.254.169.254/x' } });
     assert.equal(snake.json.error.code, -32047);
     assert.match(snake.json.error.message, /link-local/);
