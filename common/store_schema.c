@@ -223,6 +223,24 @@ static const char *const migrations[] = {
     "  at_ms INTEGER NOT NULL"
     ");"
     "CREATE INDEX task_transitions_task ON task_transitions (agent, task_id, at_ms);" BUMP_TRIGGERS("agents"),
+
+    /* 6: model-gw's stored Responses (/v1/responses with store, model-gw/response_store.c),
+     * written through the batching writer and read off the request path. A response names the
+     * one it continues; that one may have been deleted or purged since (no foreign key). */
+    "CREATE TABLE responses ("
+    "  id TEXT PRIMARY KEY,"     /* resp_… */
+    "  principal TEXT NOT NULL," /* the owner: only they may read, continue or delete it */
+    "  model TEXT NOT NULL,"     /* the public model asked for */
+    "  previous_id TEXT,"        /* previous_response_id, or NULL */
+    "  status TEXT NOT NULL,"    /* completed | incomplete | failed */
+    "  created_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER,"        /* purged after this (model_gw.response_retention_days); NULL: kept */
+    "  input_items TEXT NOT NULL," /* JSON array: this response's own input, as items */
+    "  response TEXT NOT NULL"     /* JSON object: the Response as the client got it */
+    ");"
+    "CREATE INDEX responses_principal_created ON responses (principal, created_ms);"
+    "CREATE INDEX responses_created ON responses (created_ms);"
+    "CREATE INDEX responses_expires ON responses (expires_ms) WHERE expires_ms IS NOT NULL;",
 };
 
 #define MIGRATIONS_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
