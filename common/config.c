@@ -310,6 +310,17 @@ static const tp_cfg_field_t deployment_fields[] = {
       .def = "",
       .doc = "path probed with GET every health_interval_ms, after the url's own path (e.g. /models); a 2xx is "
              "healthy, anything else counts toward opening the circuit; empty: no probes" },
+    { .key = "warmup",
+      .type = TP_CFG_BOOL,
+      .offset = offsetof(tp_deployment_config_t, warmup),
+      .def = "true",
+      .doc = "after an undrain, send one tiny request (max_tokens 1) and take traffic only once it succeeds" },
+    { .key = "warmup_prompt",
+      .type = TP_CFG_STRING,
+      .offset = offsetof(tp_deployment_config_t, warmup_prompt),
+      .def = "Hello",
+      .validate = check_not_empty,
+      .doc = "the warm-up request's prompt (the input of an embedding model's)" },
     { .key = NULL },
 };
 
@@ -421,6 +432,22 @@ static const tp_cfg_field_t model_gw_fields[] = {
       .choices = model_readiness,
       .doc = "/readyz fails when a model has no healthy deployment (every_model), only when none has one "
              "(any_model), or never for models (none)" },
+    { .key = "response_retention_days",
+      .type = TP_CFG_INT,
+      .offset = offsetof(tp_model_gw_config_t, response_retention_days),
+      .def = "30",
+      .min = 0,
+      .max = 36500,
+      .doc = "stored Responses (/v1/responses with store) are purged this many days after they were created; "
+             "0: kept until deleted" },
+    { .key = "response_cache_bytes",
+      .type = TP_CFG_INT64,
+      .offset = offsetof(tp_model_gw_config_t, response_cache_bytes),
+      .def = "67108864",
+      .min = 0,
+      .max = INT64_MAX,
+      .doc = "memory for recently stored Responses, so continuing a conversation (previous_response_id) does not "
+             "read the store; 0: every continuation reads it" },
     { .key = NULL },
 };
 

@@ -42,6 +42,8 @@ typedef struct tp_deployment_config {
     int first_byte_timeout_ms; /* until the upstream's response head */
     int max_concurrency;       /* requests in flight to this deployment at most; 0: no cap */
     char *health_path;         /* probed with GET every health_interval_ms; "" for none */
+    bool warmup;               /* undrain sends a tiny request first; traffic only after it succeeds */
+    char *warmup_prompt;       /* the warm-up request's prompt (or embedding input) */
 } tp_deployment_config_t;
 
 /* A public model name and where it is served. */
@@ -74,6 +76,8 @@ typedef struct tp_model_gw_config {
     size_t model_count;
     int health_interval_ms; /* how often deployments with a health_path are probed */
     char *readiness;        /* every_model | any_model | none: what /readyz asks of the models */
+    int response_retention_days;  /* stored Responses are purged this long after creation; 0: kept */
+    int64_t response_cache_bytes; /* memory for recent stored Responses (continuation without disk) */
 } tp_model_gw_config_t;
 
 /* A header sent to an upstream MCP server over HTTP (secrets via ${ENV}). */

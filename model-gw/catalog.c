@@ -1,14 +1,18 @@
-/* GET /v1/models and GET /v1/models/{id}: the models the caller may use, in OpenAI's shape. */
+/* GET /v1/models and GET /v1/models/{id}: the models the caller may use, in OpenAI's shape, each
+ * with its deployments' states (an extra field: OpenAI's SDKs keep or ignore unknown fields). */
 #include <string.h>
 
 #include "gateway.h"
 #include "http.h"
+#include "lifecycle.h"
 
+/* The model object; its deployments' URLs only for a caller who may administer the model. */
 static json_t *
-model_object(const mg_model_t *m, int64_t created)
+model_object(mg_gateway_t *gw, const pol_verdict_t *v, const mg_model_t *m, int64_t created)
 {
-    return json_pack("{s:s, s:s, s:I, s:s}", "id", m->cfg->name, "object", "model", "created", (json_int_t)created,
-                     "owned_by", "triplane");
+    bool admin = pol_gate_permits(gw->gate, v, m->cfg->name, "admin");
+    return json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", m->cfg->name, "object", "model", "created", (json_int_t)created,
+                     "owned_by", "triplane", "deployments", mg_lifecycle_deployments_brief(m, admin));
 }
 
 /* A model exists, for its clients, since the gateway that serves it started. */
@@ -32,7 +36,7 @@ handle_list(tp_request_t *r, void *data)
     for (size_t i = 0; i < gw->models->num_models; i++) {
         const mg_model_t *m = &gw->models->models[i];
         if (pol_gate_permits(gw->gate, &v, m->cfg->name, m->action))
-            json_array_append_new(list, model_object(m, started_at_s(gw)));
+            json_array_append_new(list, model_object(gw, &v, m, started_at_s(gw)));
     }
     pol_verdict_clear(&v);
     tp_http_send_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", list));
@@ -65,7 +69,7 @@ handle_get(tp_request_t *r, void *data)
         snprintf(msg, sizeof(msg), "The model '%s' does not exist or you do not have access to it.", name);
         mg_send_error(r, 404, "model_not_found", "model", msg);
     } else {
-        tp_http_send_json(r, 200, model_object(m, started_at_s(gw)));
+        tp_http_send_json(r, 200, model_object(gw, &v, m, started_at_s(gw)));
     }
     pol_verdict_clear(&v);
     return 0;

@@ -37,6 +37,7 @@ mg_models_new(const tp_model_gw_config_t *cfg, char **err)
             d->index = j;
             d->upstream_model = d->cfg->model != NULL ? d->cfg->model : mc->name;
             snprintf(d->label, sizeof(d->label), "%zu", j);
+            atomic_store(&d->warmup_last_status, -1);
             if (d->cfg->api_key_env != NULL) {
                 const char *key = getenv(d->cfg->api_key_env);
                 if (key == NULL || key[0] == '\0') {
@@ -122,10 +123,93 @@ mg_deployment_report(mg_deployment_t *d, bool ok, int64_t now_ms)
     return false;
 }
 
+/* ---- rotation ---- */
+
+#define ROTATION_STATE(word)      ((mg_rotation_t)((word)&3u))
+#define ROTATION_GEN(word)        ((word) >> 2)
+#define ROTATION_WORD(gen, state) (((gen) << 2) | (uint64_t)(state))
+
+bool
+mg_deployment_in_rotation(const mg_deployment_t *d)
+{
+    return ROTATION_STATE(atomic_load(&d->rotation)) == MG_IN_ROTATION;
+}
+
+mg_rotation_t
+mg_deployment_rotation(const mg_deployment_t *d)
+{
+    return ROTATION_STATE(atomic_load(&d->rotation));
+}
+
+bool
+mg_deployment_drain(mg_deployment_t *d)
+{
+    uint64_t word = atomic_load(&d->rotation);
+    do {
+        if (ROTATION_STATE(word) == MG_DRAINING)
+            return false;
+    } while (!atomic_compare_exchange_weak(&d->rotation, &word, ROTATION_WORD(ROTATION_GEN(word) + 1, MG_DRAINING)));
+    return true;
+}
+
+bool
+mg_deployment_undrain(mg_deployment_t *d, bool warm)
+{
+    uint64_t word = atomic_load(&d->rotation), next;
+    do {
+        if (ROTATION_STATE(word) != MG_DRAINING)
+            return false;
+        next = ROTATION_WORD(ROTATION_GEN(word) + 1, warm ? MG_WARMING : MG_IN_ROTATION);
+    } while (!atomic_compare_exchange_weak(&d->rotation, &word, next));
+    if (warm) {
+        atomic_store(&d->warmup_attempts, 0);
+        atomic_store(&d->warmup_last_status, -1);
+    }
+    return true;
+}
+
+uint64_t
+mg_deployment_warmup_ticket(const mg_deployment_t *d)
+{
+    uint64_t word = atomic_load(&d->rotation);
+    return ROTATION_STATE(word) == MG_WARMING ? word : 0;
+}
+
+bool
+mg_deployment_warmed(mg_deployment_t *d, uint64_t ticket)
+{
+    if (ROTATION_STATE(ticket) != MG_WARMING)
+        return false;
+    /* The same generation: the ticket is only ever replaced by a newer one (a drain or undrain). */
+    return atomic_compare_exchange_strong(&d->rotation, &ticket, ROTATION_WORD(ROTATION_GEN(ticket), MG_IN_ROTATION));
+}
+
+const char *
+mg_deployment_state_name(const mg_deployment_t *d)
+{
+    switch (mg_deployment_rotation(d)) {
+    case MG_DRAINING:
+        return "draining";
+    case MG_WARMING:
+        return "warming";
+    case MG_IN_ROTATION:
+        break;
+    }
+    return atomic_load(&d->open_until_ms) != 0 ? "circuit_open" : "healthy";
+}
+
+int
+mg_deployment_in_flight(const mg_deployment_t *d)
+{
+    return atomic_load(&d->inflight);
+}
+
 bool
 mg_model_healthy(const mg_model_t *m, int64_t now_ms)
 {
     for (size_t i = 0; i < m->num_deployments; i++) {
+        if (!mg_deployment_in_rotation(&m->deployments[i]))
+            continue;
         int64_t until = atomic_load(&m->deployments[i].open_until_ms);
         if (until == 0 || now_ms >= until)
             return true;
@@ -143,6 +227,8 @@ mg_model_pick(mg_model_t *m)
     double best_load = 0;
     for (size_t k = 0; k < m->num_deployments; k++) {
         mg_deployment_t *d = &m->deployments[(start + k) % m->num_deployments];
+        if (!mg_deployment_in_rotation(d))
+            continue; /* drained or warming: no new requests */
         int inflight = atomic_load(&d->inflight);
         if (d->cfg->max_concurrency > 0 && inflight >= d->cfg->max_concurrency)
             continue;
@@ -159,7 +245,7 @@ mg_model_pick(mg_model_t *m)
         int64_t now = tp_unix_ms();
         for (size_t k = 0; k < m->num_deployments && best == NULL; k++) {
             mg_deployment_t *d = &m->deployments[(start + k) % m->num_deployments];
-            if (atomic_load(&d->open_until_ms) != 0 && mg_deployment_usable(d, now))
+            if (mg_deployment_in_rotation(d) && atomic_load(&d->open_until_ms) != 0 && mg_deployment_usable(d, now))
                 best = d;
         }
     }
@@ -189,6 +275,8 @@ mg_model_pick_affine(mg_model_t *m, const char *key, size_t len)
     double best_score = 0;
     for (size_t i = 0; i < m->num_deployments; i++) {
         mg_deployment_t *d = &m->deployments[i];
+        if (!mg_deployment_in_rotation(d))
+            continue; /* its keys spread over the others; the others keep theirs */
         /* Weighted rendezvous: score = -weight / ln(u), u uniform in (0, 1). */
         double u = ((double)(affinity_hash(key, len, i) >> 11) + 0.5) / 9007199254740992.0;
         double score = -(double)d->cfg->weight / log(u);
@@ -197,6 +285,8 @@ mg_model_pick_affine(mg_model_t *m, const char *key, size_t len)
             best_score = score;
         }
     }
+    if (best == NULL)
+        return NULL;
     bool full = best->cfg->max_concurrency > 0 && atomic_load(&best->inflight) >= best->cfg->max_concurrency;
     if (full || atomic_load(&best->open_until_ms) != 0)
         return mg_model_pick(m);
