@@ -69,6 +69,8 @@ extern const gwctl_command_t gwctl_cmd_apply;
 extern const gwctl_command_t gwctl_cmd_mcp;
 extern const gwctl_command_t gwctl_cmd_agent;
 extern const gwctl_command_t gwctl_cmd_tasks;
+extern const gwctl_command_t gwctl_cmd_model;
+extern const gwctl_command_t gwctl_cmd_responses;
 extern const gwctl_command_t gwctl_cmd_kill;
 extern const gwctl_command_t gwctl_cmd_release;
 extern const gwctl_command_t gwctl_cmd_kills;

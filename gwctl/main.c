@@ -37,6 +37,8 @@ static const gwctl_command_t *const commands[] = {
     &gwctl_cmd_mcp,
     &gwctl_cmd_agent,
     &gwctl_cmd_tasks,
+    &gwctl_cmd_model,
+    &gwctl_cmd_responses,
     /* what happened */
     &gwctl_cmd_usage,
     &gwctl_cmd_audit,

@@ -11,18 +11,22 @@
 #include "snapshot.h"
 
 struct proxy;
+struct mg_response_store;
 
 typedef struct mg_gateway {
     tp_daemon_t *daemon;
     pol_gate_t *gate;
     mg_models_t *models;
-    struct proxy **active; /* per worker: its proxied requests in flight (touched on that worker only) */
+    struct proxy **active;               /* per worker: its proxied requests in flight (touched on that worker only) */
+    struct mg_response_store *responses; /* stored Responses (response_store.h) */
 } mg_gateway_t;
 
 /* Sends an OpenAI error envelope {"error":{"message","type","param","code"}}. `param` (the JSON
  * path of the offending field) may be NULL. The type follows the status: invalid_request_error
  * (4xx other than below), authentication_error (401), permission_error (403), not_found_error
- * (404), rate_limit_error (429), api_error (5xx). */
+ * (404), rate_limit_error (429), api_error (5xx). On the Anthropic Messages API's routes
+ * (/v1/messages…) the envelope is Anthropic's instead (mg_anthropic_error_body), which has no
+ * param: the message must say what it is about. */
 void mg_send_error(tp_request_t *r, int status, const char *code, const char *param, const char *message);
 
 /* The daemon's error envelope (tp_error_fn). */
@@ -45,7 +49,13 @@ void mg_health_start(mg_gateway_t *gw);
  * settled when the request is disposed. Runs on w's thread (the daemon's on_worker_state). */
 void mg_proxy_kill(mg_gateway_t *gw, tp_worker_t *w, const pol_snapshot_t *snap);
 
-/* Registers POST /v1/chat/completions, /v1/completions and /v1/embeddings. */
+/* Registers POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and
+ * /v1/messages. */
 void mg_proxy_register(mg_gateway_t *gw);
+
+/* Creates gw->responses and registers GET and DELETE /v1/responses/{id} (and input_items), the
+ * control command responses.forget, and the purge of expired responses. Before
+ * mg_proxy_register. */
+void mg_responses_api_register(mg_gateway_t *gw);
 
 #endif

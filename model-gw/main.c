@@ -7,13 +7,14 @@
 #include "clock.h"
 #include "daemon.h"
 #include "gateway.h"
+#include "lifecycle.h"
 #include "mem.h"
 #include "snapshot.h"
 
 static mg_gateway_t gateway; /* one per process; lives as long as the daemon */
 
 /* /readyz under model_gw.readiness every_model: not ready while any configured model has no
- * deployment that may be tried. */
+ * deployment that may be tried (in rotation, circuit closed or cooled down). */
 static bool
 ready_every_model(void *data, const char **detail)
 {
@@ -21,7 +22,8 @@ ready_every_model(void *data, const char **detail)
     int64_t now = tp_unix_ms();
     for (size_t i = 0; i < gw->models->num_models; i++) {
         if (!mg_model_healthy(&gw->models->models[i], now)) {
-            *detail = "a model has no healthy deployment (see triplane_model_deployment_circuit_open)";
+            *detail = "a model has no healthy deployment in rotation (see triplane_model_deployment_circuit_open and "
+                      "triplane_model_deployment_draining)";
             return false;
         }
     }
@@ -41,7 +43,8 @@ ready_any_model(void *data, const char **detail)
     }
     if (gw->models->num_models == 0)
         return true;
-    *detail = "no model has a healthy deployment (see triplane_model_deployment_circuit_open)";
+    *detail = "no model has a healthy deployment in rotation (see triplane_model_deployment_circuit_open and "
+              "triplane_model_deployment_draining)";
     return false;
 }
 
@@ -69,7 +72,9 @@ setup(tp_daemon_t *d, char **err)
         return -1;
     gateway.active = tp_calloc(tp_server_worker_count(tp_daemon_server(d)), sizeof(*gateway.active));
     mg_catalog_register(&gateway);
+    mg_responses_api_register(&gateway);
     mg_proxy_register(&gateway);
+    mg_lifecycle_register(&gateway);
     mg_health_start(&gateway);
     add_ready_check(&gateway, tp_daemon_config(d)->model_gw.readiness);
     return 0;

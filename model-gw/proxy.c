@@ -1,24 +1,36 @@
 /*
- * proxy.c — POST /v1/chat/completions, /v1/completions and /v1/embeddings: authenticate,
- * validate, authorise, reserve tokens, route to a deployment (retrying others, then fallback
- * models, while nothing has reached the client), relay the answer (streamed with backpressure),
- * and settle usage. A kill switch that covers the caller ends the request wherever it is
- * (mg_proxy_kill): each worker keeps its requests in flight on a list for that.
+ * proxy.c — POST /v1/chat/completions, /v1/completions and /v1/embeddings, and the APIs
+ * translated onto chat completions, POST /v1/responses (responses.h) and POST /v1/messages
+ * (anthropic.h): authenticate, validate, authorise, reserve tokens, route to a deployment
+ * (retrying others, then fallback models, while nothing has reached the client), relay the
+ * answer (streamed with backpressure), and settle usage. A kill switch that covers the caller
+ * ends the request wherever it is (mg_proxy_kill): each worker keeps its requests in flight on a
+ * list for that.
+ *
+ * A translated request is turned into a chat completions body before routing, and the
+ * upstream's answer is parsed and translated chunk by chunk (the byte-splicing fast paths are
+ * for chat completions only). A stored Response is saved when it ends (response_store.h).
  */
 #include <assert.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <sys/random.h>
+
 #include "clock.h"
 #include "gateway.h"
 #include "http.h"
+#include "anthropic.h"
 #include "jsonscan.h"
 #include "log.h"
 #include "mem.h"
 #include "relay.h"
+#include "response_store.h"
+#include "responses.h"
 #include "sse.h"
 #include "validate.h"
 
@@ -30,16 +42,26 @@
 #define DEFAULT_EST_TOKENS 1024                /* completion tokens reserved when a request sets no max */
 #define MAX_EST_TOKENS     (1 << 24)           /* a bound on what one request's max_tokens reserves */
 
+/* The API a client speaks: the upstream's own, or one translated onto chat completions. */
+typedef enum dialect {
+    DIALECT_OPENAI = 0, /* chat completions, completions, embeddings: relayed as they are */
+    DIALECT_RESPONSES,  /* the Responses API */
+    DIALECT_MESSAGES,   /* Anthropic's Messages API */
+} dialect_t;
+
 typedef struct endpoint {
     const char *path;   /* "/chat/completions", appended to the deployment's base URL */
     const char *action; /* policy action */
     bool (*validate)(json_t *body, const tp_model_config_t *model, mg_invalid_t *out);
     bool can_stream;
+    dialect_t dialect;
 } endpoint_t;
 
-static const endpoint_t chat = { "/chat/completions", "chat", mg_validate_chat, true };
-static const endpoint_t completions = { "/completions", "complete", mg_validate_completion, true };
-static const endpoint_t embeddings = { "/embeddings", "embed", mg_validate_embeddings, false };
+static const endpoint_t chat = { "/chat/completions", "chat", mg_validate_chat, true, DIALECT_OPENAI };
+static const endpoint_t completions = { "/completions", "complete", mg_validate_completion, true, DIALECT_OPENAI };
+static const endpoint_t embeddings = { "/embeddings", "embed", mg_validate_embeddings, false, DIALECT_OPENAI };
+static const endpoint_t responses_api = { "/chat/completions", "chat", NULL, true, DIALECT_RESPONSES };
+static const endpoint_t messages_api = { "/chat/completions", "chat", NULL, true, DIALECT_MESSAGES };
 
 /* model-gw's metrics, registered once at start-up (families are fixed; series are created on
  * first use with the model's public name and the deployment's index as labels). */
@@ -118,6 +140,18 @@ typedef struct proxy {
     struct proxy *prev, *next; /* on gw->active[worker] from authentication to dispose */
     bool listed;
     bool killed; /* a kill switch ended it */
+    /* A translated API (ep->dialect != DIALECT_OPENAI): p->body is the chat body built from
+     * `client`, the client's own body. */
+    json_t *client;
+    int64_t body_bytes;      /* the chat body's size, for the token estimate */
+    mg_responses_req_t rreq; /* Responses: the request, validated */
+    mg_responses_ctx_t rctx; /* ... what its Response echoes */
+    mg_responses_stream_t rstream;
+    mg_response_load_t *load; /* the conversation being read from the store, or NULL */
+    bool saved;               /* the Response was stored (or needs not be) */
+    mg_anthropic_ctx_t actx;  /* Messages */
+    mg_anthropic_stream_t astream;
+    char object_id[64]; /* resp_… or msg_… */
 } proxy_t;
 
 /* ---- the worker's list of requests in flight ---- */
@@ -301,6 +335,10 @@ on_dispose(void *arg)
     settle(p);
     pol_verdict_clear(&p->verdict);
     json_decref(p->body);
+    mg_response_load_cancel(p->load);
+    mg_responses_stream_dispose(&p->rstream);
+    mg_responses_req_clear(&p->rreq);
+    json_decref(p->client);
     mg_buffer_release(&p->in);
     mg_buffer_release(&p->answer);
     mg_buffer_release(&p->pending);
@@ -322,6 +360,7 @@ fail(proxy_t *p, int status, const char *code, const char *param, const char *me
 /* ---- streaming to the client ---- */
 
 static void flush(proxy_t *p);
+static void append_error_event(proxy_t *p, const char *message, const char *type, const char *code);
 
 static void
 on_proceed(h2o_generator_t *self, h2o_req_t *req)
@@ -380,6 +419,78 @@ start_stream(proxy_t *p)
     p->super.stop = on_stop;
     h2o_start_response(req, &p->super);
     p->started = true;
+    if (p->ep->dialect == DIALECT_RESPONSES)
+        mg_responses_stream_begin(&p->rstream, &p->pending);
+}
+
+/* ---- translated APIs ---- */
+
+/* Stores the Response (borrowed; never modified afterwards) once, when the client asked for it. */
+static void
+save_response(proxy_t *p, json_t *object)
+{
+    if (p->saved || p->ep->dialect != DIALECT_RESPONSES || !p->rreq.store || object == NULL)
+        return;
+    p->saved = true;
+    const char *status = json_string_value(json_object_get(object, "status"));
+    mg_response_store_put(p->gw->responses, p->object_id, p->verdict.identity.principal->id, p->public_model,
+                          p->rreq.previous_response_id, status != NULL ? status : "completed",
+                          p->rctx.created_at * 1000, json_incref(p->rreq.input_items), json_incref(object));
+}
+
+/* Translates one streamed upstream event (a chat chunk, or [DONE]) into the client's API. */
+static void
+translate_event(proxy_t *p, const char *event, size_t len)
+{
+    bool responses = p->ep->dialect == DIALECT_RESPONSES;
+    if (len == 6 && memcmp(event, "[DONE]", 6) == 0) {
+        p->seen_done = true;
+        if (responses) {
+            mg_responses_stream_end(&p->rstream, &p->pending);
+            save_response(p, p->rstream.result);
+        } else {
+            mg_anthropic_stream_end(&p->astream, &p->pending);
+        }
+        return;
+    }
+    json_t *chunk = json_loadb(event, len, 0, NULL);
+    if (!json_is_object(chunk)) {
+        tp_log_fields(TP_LOG_DEBUG, p->r->id, "an upstream event that is not a JSON object was skipped",
+                      json_pack("{s:s}", "model", p->public_model));
+        json_decref(chunk);
+        return;
+    }
+    json_t *error = json_object_get(chunk, "error");
+    if (json_is_object(error) && json_object_get(chunk, "choices") == NULL) {
+        /* An inference server reporting a failure inside the stream (vLLM does). */
+        const char *msg = json_string_value(json_object_get(error, "message"));
+        char text[512];
+        snprintf(text, sizeof(text), "the upstream failed mid-stream: %s", msg != NULL ? msg : "no message");
+        append_error_event(p, text, "api_error", "upstream_error");
+        json_decref(chunk);
+        return;
+    }
+    mg_relay_chunk_json(&p->relay, chunk);
+    if (responses)
+        mg_responses_stream_chunk(&p->rstream, chunk, &p->pending);
+    else
+        mg_anthropic_stream_chunk(&p->astream, chunk, &p->pending);
+    json_decref(chunk);
+}
+
+/* A whole chat completion (taken) in the client's API (returned). */
+static json_t *
+translate_answer(proxy_t *p, json_t *completion)
+{
+    json_t *answer;
+    if (p->ep->dialect == DIALECT_RESPONSES) {
+        answer = mg_responses_from_completion(&p->rctx, completion);
+        save_response(p, answer);
+    } else {
+        answer = mg_anthropic_message(&p->actx, completion);
+    }
+    json_decref(completion);
+    return answer;
 }
 
 static int
@@ -390,16 +501,31 @@ on_event(void *data, const char *event, size_t len)
         p->first_byte_ns = tp_mono_ns();
         start_stream(p);
     }
+    if (p->ep->dialect != DIALECT_OPENAI) {
+        translate_event(p, event, len);
+        return 0;
+    }
     if (len == 6 && memcmp(event, "[DONE]", 6) == 0)
         p->seen_done = true;
     mg_relay_chunk(&p->relay, event, len, &p->pending);
     return 0;
 }
 
-/* Queues an OpenAI error event: data: {"error":{"message","type","param":null,"code"}}. */
+/* Queues an error event in the client's API: for chat completions data:
+ * {"error":{"message","type","param":null,"code"}}; response.failed (the Response stored as
+ * failed); Anthropic's error event. */
 static void
 append_error_event(proxy_t *p, const char *message, const char *type, const char *code)
 {
+    if (p->ep->dialect == DIALECT_RESPONSES) {
+        mg_responses_stream_fail(&p->rstream, code, message, &p->pending);
+        save_response(p, p->rstream.result);
+        return;
+    }
+    if (p->ep->dialect == DIALECT_MESSAGES) {
+        mg_anthropic_stream_error(&p->astream, type, message, &p->pending);
+        return;
+    }
     json_t *e = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", message, "type", type, "param", "code", code);
     char *text = json_dumps(e, JSON_COMPACT);
     json_decref(e);
@@ -494,7 +620,8 @@ finish_buffered(proxy_t *p)
 {
     /* Most answers go out as the upstream's bytes with the model name changed; the others (tool
      * calls to check, text jansson would refuse) through jansson. */
-    if (p->upstream_status == 200 && mg_relay_response_text(&p->relay, p->in.data, p->in.len, &p->answer)) {
+    if (p->ep->dialect == DIALECT_OPENAI && p->upstream_status == 200 &&
+        mg_relay_response_text(&p->relay, p->in.data, p->in.len, &p->answer)) {
         p->first_byte_ns = tp_mono_ns();
         send_answer(p);
         return;
@@ -503,6 +630,8 @@ finish_buffered(proxy_t *p)
     if (p->upstream_status == 200 && json_is_object(body)) {
         p->first_byte_ns = tp_mono_ns();
         mg_relay_response(&p->relay, body);
+        if (p->ep->dialect != DIALECT_OPENAI)
+            body = translate_answer(p, body);
         tp_http_send_json(p->r, 200, body);
         p->finished = true;
         return;
@@ -778,7 +907,7 @@ plan_attempts(proxy_t *p, mg_model_t *m)
         p->attempts[p->num_attempts++] = first;
         for (size_t i = 0; i < chain[c]->num_deployments && p->num_attempts < MAX_ATTEMPTS; i++) {
             mg_deployment_t *d = &chain[c]->deployments[i];
-            if (d != first && atomic_load(&d->open_until_ms) == 0) {
+            if (d != first && atomic_load(&d->open_until_ms) == 0 && mg_deployment_in_rotation(d)) {
                 p->attempts_model[p->num_attempts] = chain[c];
                 p->attempts[p->num_attempts++] = d;
             }
@@ -797,7 +926,8 @@ static int64_t
 estimate_tokens(proxy_t *p)
 {
     /* About four bytes a token for the prompt, plus what the request may generate. */
-    p->est_prompt_tokens = (int64_t)(p->r->req->entity.len / 4) + 1;
+    int64_t bytes = p->body_bytes > 0 ? p->body_bytes : (int64_t)p->r->req->entity.len;
+    p->est_prompt_tokens = bytes / 4 + 1;
     json_t *max = json_object_get(p->body, "max_completion_tokens");
     if (!json_is_integer(max))
         max = json_object_get(p->body, "max_tokens");
@@ -805,6 +935,170 @@ estimate_tokens(proxy_t *p)
     if (out < 0 || out > MAX_EST_TOKENS)
         out = MAX_EST_TOKENS; /* no overflow, and no request may reserve more than this */
     return p->est_prompt_tokens + out;
+}
+
+/* Why a request found no deployment to try: all at their caps, or none in rotation. */
+static const char *
+no_deployment_reason(const mg_model_t *m)
+{
+    for (size_t i = 0; i < m->num_deployments; i++) {
+        if (mg_deployment_in_rotation(&m->deployments[i]))
+            return "every deployment of this model is at its concurrency limit";
+    }
+    return "no deployment of this model is in rotation: each is drained or warming up";
+}
+
+/* Once the body upstreams get is known (p->body) and the caller may use model m: the size
+ * limit, the token reservation, the plan, and the first attempt. */
+static void
+admit(proxy_t *p, mg_model_t *m, bool duplicates)
+{
+    tp_request_t *r = p->r;
+    h2o_iovec_t entity = r->req->entity;
+    if (m->cfg->max_input_bytes > 0 && (int64_t)entity.len > m->cfg->max_input_bytes) {
+        fail(p, 413, "request_too_large", NULL, "the request is larger than this model accepts");
+        return;
+    }
+    if (p->ep->dialect != DIALECT_OPENAI) {
+        /* What goes upstream is checked as any chat request is: the translation's own checks
+         * should have caught everything, but the upstream must never see a body that a chat
+         * client could not have sent. */
+        mg_invalid_t invalid;
+        if (!mg_validate_chat(p->body, m->cfg, &invalid)) {
+            char msg[sizeof(invalid.message) + sizeof(invalid.param) + 80];
+            snprintf(msg, sizeof(msg), "the request cannot be served as a chat completion: %s%s%s", invalid.param,
+                     invalid.param[0] != '\0' ? ": " : "", invalid.message);
+            fail(p, 400, "invalid_request", NULL, msg);
+            return;
+        }
+    }
+    if (!pol_gate_reserve(p->gw->gate, r, &p->verdict, p->public_model, estimate_tokens(p), &p->reservation)) {
+        pol_gate_refuse(r, &p->verdict);
+        p->finished = true;
+        return;
+    }
+    json_t *stream = json_object_get(p->ep->dialect != DIALECT_OPENAI ? p->client : p->body, "stream");
+    p->stream = p->ep->can_stream && json_is_true(stream);
+    p->relay.public_model = p->public_model;
+    p->relay.request_id = r->id;
+    /* Usage is always asked for (budgets need it); the client gets it only if it asked. */
+    p->relay.client_wants_usage =
+        p->stream && json_is_true(json_object_get(json_object_get(p->body, "stream_options"), "include_usage"));
+    if (p->ep->dialect == DIALECT_OPENAI)
+        plan_body(p, duplicates);
+    p->accounted = true;
+    p->model = m;
+    plan_attempts(p, m);
+    if (p->num_attempts == 0) {
+        tp_http_add_header(r, "retry-after", "1");
+        fail(p, 503, "upstream_unavailable", NULL, no_deployment_reason(m));
+        return;
+    }
+    start_attempt(p);
+}
+
+/* A unique id for what a translated API answers: prefix and 24 random bytes in hex. */
+static void
+make_object_id(char *out, size_t size, const char *prefix)
+{
+    unsigned char raw[24];
+    size_t got = 0;
+    while (got < sizeof(raw)) {
+        ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+        if (n < 0 && errno != EINTR)
+            tp_fatal("getrandom failed");
+        got += n > 0 ? (size_t)n : 0;
+    }
+    size_t at = (size_t)snprintf(out, size, "%s", prefix);
+    for (size_t i = 0; i < sizeof(raw) && at + 2 < size; i++)
+        at += (size_t)snprintf(out + at, size - at, "%02x", raw[i]);
+}
+
+/* Responses: builds the chat body from the conversation so far (history, borrowed; NULL for
+ * none) and the request, then admits it. */
+static void
+build_responses_body(proxy_t *p, json_t *history)
+{
+    mg_invalid_t invalid;
+    if (!mg_responses_chat_body(p->client, &p->rreq, history, &p->body, &invalid)) {
+        fail(p, 400, "invalid_request", invalid.param[0] != '\0' ? invalid.param : NULL, invalid.message);
+        return;
+    }
+    admit(p, p->model, false);
+}
+
+/* The conversation that previous_response_id continues, read from the store. */
+static void
+on_history(mg_response_chain_t *chain, void *data)
+{
+    proxy_t *p = data;
+    p->load = NULL;
+    if (p->finished) {
+        mg_response_chain_clear(chain); /* killed, or the client left, meanwhile */
+        return;
+    }
+    if (chain->n == 0) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "Previous response with id '%.200s' not found.", p->rreq.previous_response_id);
+        fail(p, 400, "previous_response_not_found", "previous_response_id", msg);
+        return;
+    }
+    json_t *history = mg_response_chain_history(chain);
+    /* The conversation makes the body larger than what the client sent: the token estimate
+     * counts what goes upstream (the stored text's size, without printing it again). */
+    p->body_bytes = (int64_t)p->r->req->entity.len;
+    for (size_t i = 0; i < chain->n; i++)
+        p->body_bytes += (int64_t)mg_stored_response_text_bytes(chain->items[i]);
+    mg_response_chain_clear(chain);
+    build_responses_body(p, history);
+    json_decref(history);
+}
+
+/* Validates the body in the client's API and, for a translated one, builds the chat body.
+ * Returns the public model name asked for, or NULL after answering 400. */
+static const char *
+validate_body(proxy_t *p, mg_model_t *m)
+{
+    mg_invalid_t invalid;
+    const tp_model_config_t *cfg = m != NULL ? m->cfg : NULL;
+    bool ok;
+    switch (p->ep->dialect) {
+    case DIALECT_RESPONSES:
+        ok = mg_responses_parse(p->client, cfg, p->r->id, &p->rreq, &invalid);
+        break;
+    case DIALECT_MESSAGES:
+        ok = mg_anthropic_request(p->client, cfg, &p->body, &invalid);
+        break;
+    default:
+        ok = p->ep->validate(p->body, cfg, &invalid);
+        break;
+    }
+    if (!ok) {
+        fail(p, 400, "invalid_request", invalid.param[0] != '\0' ? invalid.param : NULL, invalid.message);
+        return NULL;
+    }
+    return json_string_value(json_object_get(p->ep->dialect != DIALECT_OPENAI ? p->client : p->body, "model"));
+}
+
+/* The context a translated answer needs, once the request is known to go upstream. */
+static void
+prepare_translation(proxy_t *p)
+{
+    if (p->ep->dialect == DIALECT_RESPONSES) {
+        make_object_id(p->object_id, sizeof(p->object_id), "resp_");
+        p->rctx = (mg_responses_ctx_t){
+            .id = p->object_id, .public_model = p->public_model, .created_at = tp_unix_ms() / 1000, .request = p->client
+        };
+        mg_responses_stream_init(&p->rstream, &p->rctx);
+        p->saved = !p->rreq.store;
+    } else if (p->ep->dialect == DIALECT_MESSAGES) {
+        make_object_id(p->object_id, sizeof(p->object_id), "msg_");
+        json_t *stops = json_object_get(p->client, "stop_sequences");
+        p->actx = (mg_anthropic_ctx_t){ .public_model = p->public_model,
+                                        .message_id = p->object_id,
+                                        .stop_sequences = json_is_array(stops) ? stops : NULL };
+        mg_anthropic_stream_init(&p->astream, &p->actx);
+    }
 }
 
 static int
@@ -827,30 +1121,36 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
         return 0;
     }
     list_add(p); /* a kill seen from now on ends it (mg_proxy_kill) */
+    if (ep->dialect == DIALECT_MESSAGES && tp_http_header(r, "anthropic-version").len == 0) {
+        fail(p, 400, "invalid_request", NULL, "anthropic-version: header is required");
+        return 0;
+    }
     json_error_t jerr;
     h2o_iovec_t entity = r->req->entity;
     const char *text = entity.base != NULL ? entity.base : "";
     /* Parsed refusing duplicate keys first: a body without them can be forwarded as its own bytes
      * (plan_body), since then the upstream reads what validation checked. One with them is
      * parsed again as jansson reads it (the last value wins) and forwarded as jansson prints it. */
-    p->body = json_loadb(text, entity.len, JSON_REJECT_DUPLICATES, &jerr);
-    bool duplicates = p->body == NULL && json_error_code(&jerr) == json_error_duplicate_key;
+    json_t *body = json_loadb(text, entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    bool duplicates = body == NULL && json_error_code(&jerr) == json_error_duplicate_key;
     if (duplicates)
-        p->body = json_loadb(text, entity.len, 0, &jerr);
-    if (!json_is_object(p->body)) {
+        body = json_loadb(text, entity.len, 0, &jerr);
+    if (ep->dialect != DIALECT_OPENAI)
+        p->client = body; /* p->body will be the chat body built from it */
+    else
+        p->body = body;
+    if (!json_is_object(body)) {
         char msg[300];
         snprintf(msg, sizeof(msg), "the request body must be a JSON object: %s",
-                 p->body == NULL ? jerr.text : "got another JSON value");
+                 body == NULL ? jerr.text : "got another JSON value");
         fail(p, 400, "invalid_json", NULL, msg);
         return 0;
     }
-    const char *name = json_string_value(json_object_get(p->body, "model"));
-    mg_model_t *m = name != NULL ? mg_models_find(gw->models, name) : NULL;
-    mg_invalid_t invalid;
-    if (!ep->validate(p->body, m != NULL ? m->cfg : NULL, &invalid)) {
-        fail(p, 400, "invalid_request", invalid.param[0] != '\0' ? invalid.param : NULL, invalid.message);
+    const char *asked = json_string_value(json_object_get(body, "model"));
+    mg_model_t *m = asked != NULL ? mg_models_find(gw->models, asked) : NULL;
+    const char *name = validate_body(p, m);
+    if (name == NULL)
         return 0;
-    }
     size_t name_len = strnlen(name, sizeof(p->public_model) - 1);
     memcpy(p->public_model, name, name_len); /* (a longer name is no configured model: 404 below) */
     p->public_model[name_len] = '\0';
@@ -867,31 +1167,17 @@ handle(tp_request_t *r, mg_gateway_t *gw, const endpoint_t *ep)
         fail(p, 404, "model_not_found", "model", msg);
         return 0;
     }
-    if (m->cfg->max_input_bytes > 0 && (int64_t)entity.len > m->cfg->max_input_bytes) {
-        fail(p, 413, "request_too_large", NULL, "the request is larger than this model accepts");
-        return 0;
-    }
-    if (!pol_gate_reserve(gw->gate, r, &p->verdict, name, estimate_tokens(p), &p->reservation)) {
-        pol_gate_refuse(r, &p->verdict);
-        p->finished = true;
-        return 0;
-    }
-    p->stream = ep->can_stream && json_is_true(json_object_get(p->body, "stream"));
-    p->relay.public_model = p->public_model;
-    p->relay.request_id = r->id;
-    /* Usage is always asked for (budgets need it); the client gets it only if it asked. */
-    p->relay.client_wants_usage =
-        p->stream && json_is_true(json_object_get(json_object_get(p->body, "stream_options"), "include_usage"));
-    plan_body(p, duplicates);
-    p->accounted = true;
     p->model = m;
-    plan_attempts(p, m);
-    if (p->num_attempts == 0) {
-        tp_http_add_header(r, "retry-after", "1");
-        fail(p, 503, "upstream_unavailable", NULL, "every deployment of this model is at its concurrency limit");
+    prepare_translation(p);
+    if (ep->dialect == DIALECT_RESPONSES) {
+        if (p->rreq.previous_response_id == NULL)
+            build_responses_body(p, NULL);
+        else
+            p->load = mg_response_store_load(gw->responses, tp_worker_loop(r->worker), p->rreq.previous_response_id,
+                                             p->verdict.identity.principal->id, true, on_history, p);
         return 0;
     }
-    start_attempt(p);
+    admit(p, m, duplicates);
     return 0;
 }
 
@@ -958,6 +1244,18 @@ handle_embeddings(tp_request_t *r, void *data)
     return handle(r, data, &embeddings);
 }
 
+static int
+handle_responses(tp_request_t *r, void *data)
+{
+    return handle(r, data, &responses_api);
+}
+
+static int
+handle_messages(tp_request_t *r, void *data)
+{
+    return handle(r, data, &messages_api);
+}
+
 static void
 register_metrics(tp_metrics_t *reg)
 {
@@ -1007,4 +1305,6 @@ mg_proxy_register(mg_gateway_t *gw)
     tp_server_route(srv, "POST", "/v1/chat/completions", false, handle_chat, gw);
     tp_server_route(srv, "POST", "/v1/completions", false, handle_completions, gw);
     tp_server_route(srv, "POST", "/v1/embeddings", false, handle_embeddings, gw);
+    tp_server_route(srv, "POST", "/v1/responses", false, handle_responses, gw);
+    tp_server_route(srv, "POST", "/v1/messages", false, handle_messages, gw);
 }

@@ -7,14 +7,23 @@
 #include "jsonscan.h"
 #include "mem.h"
 
+/* A token count an upstream reported, as the gateway bills it: a negative count (or one past
+ * any real context) is an upstream's bug, counted as 0 so that it never reaches a counter or a
+ * budget. */
+static int64_t
+token_count(int64_t n)
+{
+    return n >= 0 && n <= MG_MAX_TOKEN_COUNT ? n : 0;
+}
+
 static void
 read_usage(mg_relay_t *relay, json_t *usage)
 {
     if (!json_is_object(usage))
         return;
     relay->usage.seen = true;
-    relay->usage.prompt_tokens = json_integer_value(json_object_get(usage, "prompt_tokens"));
-    relay->usage.completion_tokens = json_integer_value(json_object_get(usage, "completion_tokens"));
+    relay->usage.prompt_tokens = token_count(json_integer_value(json_object_get(usage, "prompt_tokens")));
+    relay->usage.completion_tokens = token_count(json_integer_value(json_object_get(usage, "completion_tokens")));
 }
 
 /* Restores the contract of one tool call: arguments a string, an id present (on the call that
@@ -123,7 +132,9 @@ read_usage_text(mg_relay_t *relay, const mg_json_object_t *obj)
         prompt = 0;
     if (out != NULL && !mg_json_integer(out->value, out->value_len, &completion))
         completion = 0;
-    relay->usage = (mg_usage_t){ .seen = true, .prompt_tokens = prompt, .completion_tokens = completion };
+    relay->usage = (mg_usage_t){ .seen = true,
+                                 .prompt_tokens = token_count(prompt),
+                                 .completion_tokens = token_count(completion) };
     return true;
 }
 
@@ -203,4 +214,12 @@ mg_relay_response(mg_relay_t *relay, json_t *body)
     read_usage(relay, json_object_get(body, "usage"));
     repair_choices(relay, json_object_get(body, "choices"), "message", false);
     show_public_model(relay, body);
+}
+
+void
+mg_relay_chunk_json(mg_relay_t *relay, json_t *chunk)
+{
+    read_usage(relay, json_object_get(chunk, "usage"));
+    repair_choices(relay, json_object_get(chunk, "choices"), "delta", true);
+    show_public_model(relay, chunk);
 }

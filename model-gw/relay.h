@@ -16,6 +16,9 @@
 
 #include "buffer.h"
 
+/* Token counts above this (or below 0) from an upstream are read as 0. */
+#define MG_MAX_TOKEN_COUNT ((int64_t)1 << 40)
+
 typedef struct mg_usage {
     bool seen;
     int64_t prompt_tokens;
@@ -45,5 +48,10 @@ bool mg_relay_response_text(mg_relay_t *relay, const char *body, size_t len, mg_
 
 /* Relays a whole (non-streamed) completion body in place (it is an object). */
 void mg_relay_response(mg_relay_t *relay, json_t *body);
+
+/* Relays one parsed streamed chunk (an object) in place, for an API translated from chat
+ * completions (responses.h, anthropic.h): usage read (and left for the translation, which
+ * reports it its own way), tool calls restored, the public model name shown. */
+void mg_relay_chunk_json(mg_relay_t *relay, json_t *chunk);
 
 #endif

@@ -127,6 +127,15 @@ audit_detail(sqlite3 *db, const char *actor, const char *action, const char *tar
     return run(db, stmt, err, "write the audit record");
 }
 
+int
+pol_admin_record(sqlite3 *db, const char *actor, const char *action, const char *target, json_t *detail, char **err)
+{
+    json_t *none = detail == NULL ? json_object() : NULL;
+    int rv = audit_detail(db, actor, action, target, detail != NULL ? detail : none, err);
+    json_decref(none);
+    return rv;
+}
+
 /* Writes the audit row for a change, inside the caller's transaction. Steals before and after. */
 static int
 audit(sqlite3 *db, const char *actor, const char *action, const char *target, json_t *before, json_t *after, char **err)

@@ -131,6 +131,11 @@ bool pol_admin_kill_target_known(sqlite3 *db, const char *target_kind, const cha
 int pol_admin_audit_kill_outcome(sqlite3 *db, const char *actor, const char *target_kind, const char *target,
                                  json_t *outcome, char **err);
 
+/* Writes an audit row (detail borrowed; NULL for none) inside the caller's transaction, for
+ * admin changes made outside this module (gwctl's responses and model commands). */
+int pol_admin_record(sqlite3 *db, const char *actor, const char *action, const char *target, json_t *detail,
+                     char **err);
+
 /* ---- reading usage and audit ---- */
 
 /* Usage summed over [since_ms, until_ms) grouped by `by` ("principal", "team", "model" or

@@ -97,6 +97,12 @@ pol_gate_authenticate(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v)
     const pol_snapshot_t *snap = tp_daemon_request_state_hold(g->daemon, r);
     v->snapshot = snap;
     h2o_iovec_t auth = tp_http_header(r, "authorization");
+    if (auth.len == 0) {
+        /* Anthropic's clients send the key as x-api-key: the same credential, another header. */
+        h2o_iovec_t key = tp_http_header(r, "x-api-key");
+        if (key.len != 0)
+            auth = h2o_concat(&r->req->pool, h2o_iovec_init(H2O_STRLIT("Bearer ")), key);
+    }
     int64_t now = tp_unix_ms();
     v->authn = pol_authenticate(snap, g->jwt, auth.base, auth.len, now, &v->identity);
     if (v->authn != POL_AUTHN_OK) {

@@ -57,7 +57,8 @@ pol_gate_t *pol_gate_new(tp_daemon_t *d, const char *plane, char **err);
 
 void pol_gate_free(pol_gate_t *g);
 
-/* Authenticates the request and checks kill switches only. Returns true when the caller may
+/* Authenticates the request (Authorization: Bearer, or when that header is absent, x-api-key as
+ * Anthropic's clients send it) and checks kill switches only. Returns true when the caller may
  * proceed; otherwise *v says why (see pol_gate_refuse). Always pol_verdict_clear *v. */
 bool pol_gate_authenticate(pol_gate_t *g, tp_request_t *r, pol_verdict_t *v);
 

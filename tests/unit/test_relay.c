@@ -61,6 +61,35 @@ usage_chunk_stripped_unless_asked(void **state)
     json_decref(j);
 }
 
+/* An upstream's impossible counts (negative, absurdly large) are read as 0, whichever path
+ * (parsed, scanned, a translated chunk) reads them: they must never reach a counter or a budget. */
+static void
+impossible_token_counts_read_as_zero(void **state)
+{
+    (void)state;
+    mg_relay_t r = { .public_model = "m", .request_id = "rid" };
+    json_decref(relay_one(&r, "{\"model\":\"up\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],"
+                              "\"usage\":{\"prompt_tokens\":-7,\"completion_tokens\":99999999999999999}}"));
+    assert_true(r.usage.seen);
+    assert_int_equal(r.usage.prompt_tokens, 0);
+    assert_int_equal(r.usage.completion_tokens, 0);
+
+    mg_relay_t whole = { .public_model = "m", .request_id = "rid" };
+    const char *body = "{\"model\":\"up\",\"choices\":[],\"usage\":{\"prompt_tokens\":-1,\"completion_tokens\":3}}";
+    mg_buffer_t out = { 0 };
+    assert_true(mg_relay_response_text(&whole, body, strlen(body), &out));
+    assert_int_equal(whole.usage.prompt_tokens, 0);
+    assert_int_equal(whole.usage.completion_tokens, 3);
+    mg_buffer_release(&out);
+
+    mg_relay_t translated = { .public_model = "m", .request_id = "rid" };
+    json_t *chunk = json_pack("{s:[], s:{s:i, s:i}}", "choices", "usage", "prompt_tokens", -5, "completion_tokens", 2);
+    mg_relay_chunk_json(&translated, chunk);
+    assert_int_equal(translated.usage.prompt_tokens, 0);
+    assert_int_equal(translated.usage.completion_tokens, 2);
+    json_decref(chunk);
+}
+
 static void
 continuous_usage_removed_from_content_chunks(void **state)
 {
@@ -210,6 +239,7 @@ main(void)
         cmocka_unit_test(done_and_non_json_pass_through),
         cmocka_unit_test(plain_chunks_keep_their_bytes),
         cmocka_unit_test(whole_answer_as_text),
+        cmocka_unit_test(impossible_token_counts_read_as_zero),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
