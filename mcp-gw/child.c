@@ -481,6 +481,9 @@ child_done(mcp_stdio_t *p)
     uint64_t delay = p->restart_now ? 0 : p->backoff_ms;
     p->restart_now = false;
     p->backoff_ms = p->backoff_ms > p->restart_max_ms / 2 ? p->restart_max_ms : p->backoff_ms * 2;
+    /* From now, not from the start of this loop turn (libuv's cached time): a busy turn must not
+     * shorten the backoff. */
+    uv_update_time(p->timer.loop);
     uv_timer_start(&p->timer, on_restart_timer, delay, 0);
     log_event(
         p, TP_LOG_INFO, "mcp server restart scheduled",
