@@ -74,8 +74,8 @@ typedef struct tp_model_gw_config {
     tp_plane_config_t plane; /* first: the table engine reads listen and workers at its offsets */
     tp_model_config_t *models;
     size_t model_count;
-    int health_interval_ms; /* how often deployments with a health_path are probed */
-    char *readiness;        /* every_model | any_model | none: what /readyz asks of the models */
+    int health_interval_ms;       /* how often deployments with a health_path are probed */
+    char *readiness;              /* every_model | any_model | none: what /readyz asks of the models */
     int response_retention_days;  /* stored Responses are purged this long after creation; 0: kept */
     int64_t response_cache_bytes; /* memory for recent stored Responses (continuation without disk) */
 } tp_model_gw_config_t;
