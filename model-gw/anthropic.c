@@ -2,13 +2,13 @@
 
 #include <assert.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 #include "mem.h"
+#include "refusal.h"
 
 /*
  * How it works. The request is checked and translated in one walk: each top-level member of
@@ -34,82 +34,14 @@
 /* ---- paths and messages ---- */
 
 typedef struct actx {
-    mg_invalid_t *out; /* out->param is the path buffer */
-    size_t len;        /* strlen(out->param) */
+    mg_refusal_t r; /* the path being checked, and the refusal */
     const tp_model_config_t *model;
 } actx_t;
 
-/* Appends ".key" (just "key" at the root), or ".index" when key is NULL; returns the previous
- * length for path_pop(). A path too long for the buffer is cut, never overrun. */
-static size_t
-path_push(actx_t *c, const char *key, size_t index)
-{
-    size_t saved = c->len, room = sizeof c->out->param - c->len;
-    char *end = c->out->param + c->len;
-    const char *dot = c->len ? "." : "";
-    int n = key ? snprintf(end, room, "%s%s", dot, key) : snprintf(end, room, "%s%zu", dot, index);
-    c->len = (n < 0 || (size_t)n >= room) ? sizeof c->out->param - 1 : c->len + (size_t)n;
-    return saved;
-}
-
-static void
-path_pop(actx_t *c, size_t saved)
-{
-    c->len = saved;
-    c->out->param[saved] = '\0';
-}
-
-/* Writes "<path>: <formatted text>" as the message and returns false, for `return fail(...)`. */
-static bool fail(actx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static bool
-fail(actx_t *c, const char *fmt, ...)
-{
-    char *m = c->out->message;
-    size_t cap = sizeof c->out->message;
-    int n = c->len ? snprintf(m, cap, "%s: ", c->out->param) : 0;
-    if (n < 0 || (size_t)n >= cap)
-        return false;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(m + n, cap - (size_t)n, fmt, ap);
-    va_end(ap);
-    return false;
-}
-
-static const char *
-type_name(const json_t *v)
-{
-    switch (v ? json_typeof(v) : JSON_NULL) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        break;
-    }
-    return "null";
-}
-
-static bool
-streq(const char *a, const char *b)
-{
-    return a && b && strcmp(a, b) == 0;
-}
-
-static const char *
-str_member(const json_t *o, const char *key)
-{
-    return json_string_value(json_object_get(o, key));
-}
+/* refusal.h's path and refusal helpers, on this checker's context. */
+#define path_push(c, key, index) mg_refusal_push(&(c)->r, (key), (index))
+#define path_pop(c, saved)       mg_refusal_pop(&(c)->r, (saved))
+#define fail(c, ...)             mg_refusal_fail(&(c)->r, __VA_ARGS__)
 
 /* ---- value checks: each refuses the value at the current path ---- */
 
@@ -129,7 +61,7 @@ static bool
 check_string(actx_t *c, const json_t *v, bool nonempty)
 {
     if (!json_is_string(v))
-        return fail(c, "must be a string, got %s", type_name(v));
+        return fail(c, "must be a string, got %s", mg_json_type_name(v));
     if (nonempty && json_string_length(v) == 0)
         return fail(c, "must be a non-empty string");
     return true;
@@ -166,7 +98,7 @@ static bool
 check_bool(actx_t *c, const json_t *v)
 {
     if (!json_is_boolean(v))
-        return fail(c, "must be true or false, got %s", type_name(v));
+        return fail(c, "must be true or false, got %s", mg_json_type_name(v));
     return true;
 }
 
@@ -190,7 +122,7 @@ static bool
 check_unit_interval(actx_t *c, const json_t *v)
 {
     if (!json_is_number(v))
-        return fail(c, "must be a number between 0 and 1, got %s", type_name(v));
+        return fail(c, "must be a number between 0 and 1, got %s", mg_json_type_name(v));
     double x = json_number_value(v);
     if (!(x >= 0.0 && x <= 1.0))
         return fail(c, "must be a number between 0 and 1; got %g", x);
@@ -215,7 +147,7 @@ static const char *
 block_type(actx_t *c, json_t *b)
 {
     if (!json_is_object(b)) {
-        fail(c, "must be a content block (an object with a type), got %s", type_name(b));
+        fail(c, "must be a content block (an object with a type), got %s", mg_json_type_name(b));
         return NULL;
     }
     const char *type;
@@ -229,10 +161,10 @@ static bool
 fail_block(actx_t *c, const char *type, const char *allowed)
 {
     path_push(c, "type", 0);
-    if (streq(type, "document"))
+    if (mg_streq(type, "document"))
         return fail(c, "'document' blocks are not supported: the upstream speaks the chat completions API, "
                        "which takes no documents; send the document's text as a text block");
-    if (streq(type, "server_tool_use") || strstr(type, "_tool_result") != NULL)
+    if (mg_streq(type, "server_tool_use") || strstr(type, "_tool_result") != NULL)
         return fail(c, "'%.*s' blocks belong to Anthropic's server tools, and this gateway runs no tools", SHOW, type);
     return fail(c, "must be one of %s; got '%.*s'", allowed, SHOW, type);
 }
@@ -277,18 +209,18 @@ image_url(actx_t *c, json_t *b)
         return NULL;
     path_push(c, "source", 0);
     if (!json_is_object(source)) {
-        fail(c, "must be an object with type base64 or url, got %s", type_name(source));
+        fail(c, "must be an object with type base64 or url, got %s", mg_json_type_name(source));
         return NULL;
     }
     const char *type;
     if (!required_string(c, source, "type", "base64 or url", &type))
         return NULL;
-    if (streq(type, "base64")) {
+    if (mg_streq(type, "base64")) {
         const char *media, *data;
         if (!required_string(c, source, "media_type", "image/jpeg, image/png, image/gif or image/webp", &media))
             return NULL;
         const char *const *m = media_types;
-        while (*m && !streq(*m, media))
+        while (*m && !mg_streq(*m, media))
             m++;
         if (*m == NULL) {
             path_push(c, "media_type", 0);
@@ -299,14 +231,14 @@ image_url(actx_t *c, json_t *b)
             return NULL;
         return tp_sprintf("data:%s;base64,%s", media, data);
     }
-    if (streq(type, "url")) {
+    if (mg_streq(type, "url")) {
         const char *url;
         if (!required_string(c, source, "url", "the image's URL", &url))
             return NULL;
         return tp_strdup(url);
     }
     path_push(c, "type", 0);
-    if (streq(type, "file"))
+    if (mg_streq(type, "file"))
         fail(c, "'file' sources need Anthropic's Files API, which this gateway does not offer; send the image as "
                 "base64 or url");
     else
@@ -322,7 +254,7 @@ find_tool_use(json_t *content, const char *id)
     json_t *b;
     json_array_foreach(content, i, b)
     {
-        if (streq(str_member(b, "type"), "tool_use") && streq(str_member(b, "id"), id))
+        if (mg_streq(mg_json_str(b, "type"), "tool_use") && mg_streq(mg_json_str(b, "id"), id))
             return b;
     }
     return NULL;
@@ -334,7 +266,7 @@ find_tool_result(json_t *content, const char *id, size_t before)
 {
     for (size_t i = 0; i < before && i < json_array_size(content); i++) {
         json_t *b = json_array_get(content, i);
-        if (streq(str_member(b, "type"), "tool_result") && streq(str_member(b, "tool_use_id"), id))
+        if (mg_streq(mg_json_str(b, "type"), "tool_result") && mg_streq(mg_json_str(b, "tool_use_id"), id))
             return true;
     }
     return false;
@@ -347,9 +279,9 @@ tool_result_piece(actx_t *c, json_t *part)
     const char *type = block_type(c, part);
     if (type == NULL)
         return NULL;
-    if (streq(type, "text"))
+    if (mg_streq(type, "text"))
         return block_text(c, part);
-    if (streq(type, "image")) {
+    if (mg_streq(type, "image")) {
         path_push(c, "type", 0);
         fail(c, "images in a tool_result are not supported: the upstream's tool messages carry text only; send the "
                 "image in a user message");
@@ -373,7 +305,7 @@ tool_result_text(actx_t *c, json_t *b)
         return tp_strdup(json_string_value(content));
     }
     if (!json_is_array(content)) {
-        fail(c, "must be a string or an array of text blocks, got %s", type_name(content));
+        fail(c, "must be a string or an array of text blocks, got %s", mg_json_type_name(content));
         return NULL;
     }
     char *text = NULL;
@@ -440,7 +372,7 @@ user_content(json_t *parts)
         json_decref(parts);
         return json_string("");
     }
-    if (json_array_size(parts) == 1 && streq(str_member(first, "type"), "text")) {
+    if (json_array_size(parts) == 1 && mg_streq(mg_json_str(first, "type"), "text")) {
         json_t *text = json_incref(json_object_get(first, "text"));
         json_decref(parts);
         return text;
@@ -453,22 +385,22 @@ user_content(json_t *parts)
 static bool
 user_block(actx_t *c, json_t *b, const char *type, json_t *parts)
 {
-    if (streq(type, "text")) {
+    if (mg_streq(type, "text")) {
         const char *text = block_text(c, b);
         if (text != NULL && *text)
             json_array_append_new(parts, json_pack("{s:s, s:s}", "type", "text", "text", text));
         return text != NULL;
     }
-    if (streq(type, "image")) {
+    if (mg_streq(type, "image")) {
         char *url = image_url(c, b);
         if (url != NULL)
             json_array_append_new(parts, json_pack("{s:s, s:{s:s}}", "type", "image_url", "image_url", "url", url));
         free(url);
         return url != NULL;
     }
-    if (streq(type, "thinking") || streq(type, "redacted_thinking"))
+    if (mg_streq(type, "thinking") || mg_streq(type, "redacted_thinking"))
         return true; /* dropped: a chat upstream takes no reasoning back */
-    if (streq(type, "tool_use")) {
+    if (mg_streq(type, "tool_use")) {
         path_push(c, "type", 0);
         return fail(c, "tool_use blocks are only allowed in assistant messages");
     }
@@ -497,7 +429,7 @@ user_message(actx_t *c, json_t *content, json_t *prev, size_t msg_index, json_t 
         bool ok;
         if (type == NULL)
             ok = false;
-        else if (streq(type, "tool_result"))
+        else if (mg_streq(type, "tool_result"))
             ok = answered = tool_message(c, b, prev, msg_index, content, i, msgs);
         else
             ok = user_block(c, b, type, parts);
@@ -526,7 +458,7 @@ tool_call(actx_t *c, json_t *b, json_t *content, size_t index)
         return NULL;
     for (size_t i = 0; i < index; i++) {
         json_t *other = json_array_get(content, i);
-        if (streq(str_member(other, "type"), "tool_use") && streq(str_member(other, "id"), id)) {
+        if (mg_streq(mg_json_str(other, "type"), "tool_use") && mg_streq(mg_json_str(other, "id"), id)) {
             path_push(c, "id", 0);
             fail(c, "'%.*s' is already the id of content.%zu; tool_use ids must be unique", SHOW, id, i);
             return NULL;
@@ -537,7 +469,7 @@ tool_call(actx_t *c, json_t *b, json_t *content, size_t index)
         return NULL;
     if (!json_is_object(input)) {
         path_push(c, "input", 0);
-        fail(c, "must be an object (the tool's arguments), got %s", type_name(input));
+        fail(c, "must be an object (the tool's arguments), got %s", mg_json_type_name(input));
         return NULL;
     }
     char *arguments = json_dumps(input, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -557,21 +489,21 @@ assistant_block(actx_t *c, json_t *b, json_t *content, size_t i, char **text, js
     const char *type = block_type(c, b);
     if (type == NULL)
         return false;
-    if (streq(type, "text")) {
+    if (mg_streq(type, "text")) {
         const char *s = block_text(c, b);
         if (s != NULL)
             join_text(text, s, "");
         return s != NULL;
     }
-    if (streq(type, "tool_use")) {
+    if (mg_streq(type, "tool_use")) {
         json_t *call = tool_call(c, b, content, i);
         if (call != NULL)
             json_array_append_new(calls, call);
         return call != NULL;
     }
-    if (streq(type, "thinking") || streq(type, "redacted_thinking"))
+    if (mg_streq(type, "thinking") || mg_streq(type, "redacted_thinking"))
         return true; /* dropped: a chat upstream takes no reasoning back */
-    if (streq(type, "image") || streq(type, "tool_result")) {
+    if (mg_streq(type, "image") || mg_streq(type, "tool_result")) {
         path_push(c, "type", 0);
         return fail(c, "%s blocks are only allowed in user messages", type);
     }
@@ -619,13 +551,13 @@ static json_t *
 tool_uses_of(json_t *m)
 {
     json_t *content = json_object_get(m, "content");
-    if (!streq(str_member(m, "role"), "assistant") || !json_is_array(content))
+    if (!mg_streq(mg_json_str(m, "role"), "assistant") || !json_is_array(content))
         return NULL;
     size_t i;
     json_t *b;
     json_array_foreach(content, i, b)
     {
-        if (streq(str_member(b, "type"), "tool_use"))
+        if (mg_streq(mg_json_str(b, "type"), "tool_use"))
             return content;
     }
     return NULL;
@@ -637,13 +569,13 @@ static bool
 check_answered(actx_t *c, json_t *prev, size_t prev_index, json_t *m)
 {
     json_t *content = json_object_get(m, "content");
-    bool user = streq(str_member(m, "role"), "user");
+    bool user = mg_streq(mg_json_str(m, "role"), "user");
     size_t i;
     json_t *b;
     json_array_foreach(prev, i, b)
     {
-        const char *id = str_member(b, "id");
-        if (!streq(str_member(b, "type"), "tool_use"))
+        const char *id = mg_json_str(b, "id");
+        if (!mg_streq(mg_json_str(b, "type"), "tool_use"))
             continue;
         if (!user || !json_is_array(content) || !find_tool_result(content, id, json_array_size(content)))
             return fail(c,
@@ -658,13 +590,13 @@ static bool
 one_message(actx_t *c, json_t *m, json_t *prev_tools, size_t index, json_t *msgs)
 {
     if (!json_is_object(m))
-        return fail(c, "must be an object with role and content, got %s", type_name(m));
+        return fail(c, "must be an object with role and content, got %s", mg_json_type_name(m));
     const char *role;
     if (!required_string(c, m, "role", "'user' or 'assistant'", &role))
         return false;
-    if (!streq(role, "user") && !streq(role, "assistant")) {
+    if (!mg_streq(role, "user") && !mg_streq(role, "assistant")) {
         path_push(c, "role", 0);
-        if (streq(role, "system"))
+        if (mg_streq(role, "system"))
             return fail(c, "must be 'user' or 'assistant'; got 'system': put a system prompt in the top-level "
                            "system parameter");
         return fail(c, "must be 'user' or 'assistant'; got '%.*s'", SHOW, role);
@@ -674,9 +606,9 @@ one_message(actx_t *c, json_t *m, json_t *prev_tools, size_t index, json_t *msgs
         return false;
     size_t saved = path_push(c, "content", 0);
     if (!json_is_string(content) && !json_is_array(content))
-        return fail(c, "must be a string or an array of content blocks, got %s", type_name(content));
-    bool ok =
-        streq(role, "user") ? user_message(c, content, prev_tools, index, msgs) : assistant_message(c, content, msgs);
+        return fail(c, "must be a string or an array of content blocks, got %s", mg_json_type_name(content));
+    bool ok = mg_streq(role, "user") ? user_message(c, content, prev_tools, index, msgs)
+                                     : assistant_message(c, content, msgs);
     if (!ok)
         return false;
     path_pop(c, saved);
@@ -700,7 +632,7 @@ do_max_tokens(actx_t *c, json_t *v, json_t *chat)
     if (json_is_real(v))
         return fail(c, "must be an integer of at least 1; got %g", json_real_value(v));
     if (!json_is_integer(v))
-        return fail(c, "must be an integer of at least 1, got %s", type_name(v));
+        return fail(c, "must be an integer of at least 1, got %s", mg_json_type_name(v));
     json_int_t n = json_integer_value(v);
     if (n < 1)
         return fail(c, "must be an integer of at least 1; got %" JSON_INTEGER_FORMAT, n);
@@ -715,7 +647,7 @@ static bool
 do_messages(actx_t *c, json_t *v, json_t *chat)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of messages, got %s", type_name(v));
+        return fail(c, "must be an array of messages, got %s", mg_json_type_name(v));
     if (json_array_size(v) == 0)
         return fail(c, "must have at least one message");
     json_t *msgs = json_object_get(chat, "messages");
@@ -752,7 +684,7 @@ do_system(actx_t *c, json_t *v, json_t *chat)
             size_t saved = path_push(c, NULL, i);
             const char *type = block_type(c, b);
             const char *s = NULL;
-            if (type != NULL && !streq(type, "text"))
+            if (type != NULL && !mg_streq(type, "text"))
                 fail_block(c, type, "text");
             else if (type != NULL)
                 s = block_text(c, b);
@@ -764,7 +696,7 @@ do_system(actx_t *c, json_t *v, json_t *chat)
             path_pop(c, saved);
         }
     } else {
-        return fail(c, "must be a string or an array of text blocks, got %s", type_name(v));
+        return fail(c, "must be a string or an array of text blocks, got %s", mg_json_type_name(v));
     }
     if (text != NULL && *text)
         json_array_insert_new(json_object_get(chat, "messages"), 0,
@@ -787,7 +719,7 @@ check_tool_name(actx_t *c, const char *name, json_t *tools)
     json_t *t;
     json_array_foreach(tools, i, t)
     {
-        if (streq(str_member(json_object_get(t, "function"), "name"), name))
+        if (mg_streq(mg_json_str(json_object_get(t, "function"), "name"), name))
             return fail(c, "'%s' is already the name of tools.%zu; tool names must be unique", name, i);
     }
     path_pop(c, saved);
@@ -800,13 +732,13 @@ static json_t *
 one_tool(actx_t *c, json_t *t, json_t *tools)
 {
     if (!json_is_object(t)) {
-        fail(c, "must be a tool (an object with name, description and input_schema), got %s", type_name(t));
+        fail(c, "must be a tool (an object with name, description and input_schema), got %s", mg_json_type_name(t));
         return NULL;
     }
     const char *type, *name, *description;
     if (!optional_string(c, t, "type", true, &type))
         return NULL;
-    if (type != NULL && !streq(type, "custom")) {
+    if (type != NULL && !mg_streq(type, "custom")) {
         path_push(c, "type", 0);
         fail(c,
              "'%.*s' is one of Anthropic's server tools, which Anthropic runs; this gateway runs no tools, so only "
@@ -822,10 +754,10 @@ one_tool(actx_t *c, json_t *t, json_t *tools)
         return NULL;
     size_t saved = path_push(c, "input_schema", 0);
     if (!json_is_object(schema)) {
-        fail(c, "must be a JSON Schema object with type 'object', got %s", type_name(schema));
+        fail(c, "must be a JSON Schema object with type 'object', got %s", mg_json_type_name(schema));
         return NULL;
     }
-    if (!streq(str_member(schema, "type"), "object")) {
+    if (!mg_streq(mg_json_str(schema, "type"), "object")) {
         path_push(c, "type", 0);
         fail(c, "must be 'object': a tool's input is an object");
         return NULL;
@@ -851,7 +783,7 @@ static bool
 do_tools(actx_t *c, json_t *v, json_t *chat)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of tools, got %s", type_name(v));
+        return fail(c, "must be an array of tools, got %s", mg_json_type_name(v));
     json_t *tools = json_array();
     size_t i;
     json_t *t;
@@ -877,18 +809,18 @@ static bool
 do_tool_choice(actx_t *c, json_t *v, json_t *chat)
 {
     if (!json_is_object(v))
-        return fail(c, "must be an object with a type (auto, any, tool or none), got %s", type_name(v));
+        return fail(c, "must be an object with a type (auto, any, tool or none), got %s", mg_json_type_name(v));
     const char *type, *name = NULL;
     bool serial;
     if (!required_string(c, v, "type", "auto, any, tool or none", &type) ||
         !optional_bool(c, v, "disable_parallel_tool_use", &serial))
         return false;
     json_t *choice;
-    if (streq(type, "auto") || streq(type, "none")) {
+    if (mg_streq(type, "auto") || mg_streq(type, "none")) {
         choice = json_string(type);
-    } else if (streq(type, "any")) {
+    } else if (mg_streq(type, "any")) {
         choice = json_string("required");
-    } else if (streq(type, "tool")) {
+    } else if (mg_streq(type, "tool")) {
         if (!required_string(c, v, "name", "the name of the tool to call", &name))
             return false;
         choice = json_pack("{s:s, s:{s:s}}", "type", "function", "function", "name", name);
@@ -897,7 +829,7 @@ do_tool_choice(actx_t *c, json_t *v, json_t *chat)
         return fail(c, "must be one of auto, any, tool, none; got '%.*s'", SHOW, type);
     }
     json_object_set_new(chat, "tool_choice", choice);
-    if (serial && !streq(type, "none"))
+    if (serial && !mg_streq(type, "none"))
         json_object_set_new(chat, "parallel_tool_calls", json_false());
     return true;
 }
@@ -929,7 +861,7 @@ do_top_k(actx_t *c, json_t *v, json_t *chat)
     (void)chat;
     if (!json_is_integer(v) || json_integer_value(v) < 0)
         return fail(c, "must be an integer of at least 0, got %s",
-                    json_is_integer(v) ? "a negative number" : type_name(v));
+                    json_is_integer(v) ? "a negative number" : mg_json_type_name(v));
     return drop_or_refuse(c);
 }
 
@@ -938,18 +870,18 @@ do_thinking(actx_t *c, json_t *v, json_t *chat)
 {
     (void)chat;
     if (!json_is_object(v))
-        return fail(c, "must be an object with a type, got %s", type_name(v));
+        return fail(c, "must be an object with a type, got %s", mg_json_type_name(v));
     const char *type;
     if (!required_string(c, v, "type", "enabled, disabled or adaptive", &type))
         return false;
-    return streq(type, "disabled") || drop_or_refuse(c);
+    return mg_streq(type, "disabled") || drop_or_refuse(c);
 }
 
 static bool
 do_stop_sequences(actx_t *c, json_t *v, json_t *chat)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of strings, got %s", type_name(v));
+        return fail(c, "must be an array of strings, got %s", mg_json_type_name(v));
     size_t i;
     json_t *s;
     json_array_foreach(v, i, s)
@@ -980,7 +912,7 @@ static bool
 do_metadata(actx_t *c, json_t *v, json_t *chat)
 {
     if (!json_is_object(v))
-        return fail(c, "must be an object, got %s", type_name(v));
+        return fail(c, "must be an object, got %s", mg_json_type_name(v));
     const char *user;
     if (!optional_string(c, v, "user_id", false, &user))
         return false;
@@ -1038,25 +970,25 @@ relate_tool_choice(actx_t *c, json_t *body, json_t *chat)
 {
     json_t *choice = json_object_get(body, "tool_choice");
     json_t *tools = json_object_get(chat, "tools");
-    const char *type = str_member(choice, "type");
+    const char *type = mg_json_str(choice, "type");
     if (json_object_get(chat, "tool_choice") == NULL)
         return true;
     path_push(c, "tool_choice", 0);
-    if (tools == NULL && (streq(type, "any") || streq(type, "tool")))
+    if (tools == NULL && (mg_streq(type, "any") || mg_streq(type, "tool")))
         return fail(c, "is '%s', but the request defines no tools", type);
     if (tools == NULL) {
         json_object_del(chat, "tool_choice");
         json_object_del(chat, "parallel_tool_calls");
         return true;
     }
-    const char *name = str_member(choice, "name");
-    if (!streq(type, "tool"))
+    const char *name = mg_json_str(choice, "name");
+    if (!mg_streq(type, "tool"))
         return true;
     size_t i;
     json_t *t;
     json_array_foreach(tools, i, t)
     {
-        if (streq(str_member(json_object_get(t, "function"), "name"), name))
+        if (mg_streq(mg_json_str(json_object_get(t, "function"), "name"), name))
             return true;
     }
     path_push(c, "name", 0);
@@ -1068,9 +1000,9 @@ mg_anthropic_request(json_t *body, const tp_model_config_t *model, json_t **chat
 {
     memset(out, 0, sizeof *out);
     *chat = NULL;
-    actx_t c = { .out = out, .model = model };
+    actx_t c = { .r = { .out = out, .dotted = true, .sep = ": ", .root = NULL }, .model = model };
     if (!json_is_object(body))
-        return fail(&c, "the request body must be a JSON object, got %s", type_name(body));
+        return fail(&c, "the request body must be a JSON object, got %s", mg_json_type_name(body));
     if (!required(&c, body, "model", "the name of the model") ||
         !required(&c, body, "max_tokens", "the most tokens to generate, an integer of at least 1") ||
         !required(&c, body, "messages", "an array of user and assistant messages"))
@@ -1163,11 +1095,11 @@ static const char *
 stop_reason(const char *finish, bool tools, const char *matched, const char **sequence)
 {
     *sequence = NULL;
-    if (streq(finish, "length"))
+    if (mg_streq(finish, "length"))
         return "max_tokens";
-    if (streq(finish, "tool_calls") || streq(finish, "function_call"))
+    if (mg_streq(finish, "tool_calls") || mg_streq(finish, "function_call"))
         return "tool_use";
-    if (streq(finish, "content_filter"))
+    if (mg_streq(finish, "content_filter"))
         return "refusal";
     if (tools)
         return "tool_use";
@@ -1205,9 +1137,9 @@ static json_t *
 tool_use_block(const mg_anthropic_ctx_t *ctx, json_t *call, size_t position)
 {
     json_t *fn = json_object_get(call, "function");
-    const char *id = str_member(call, "id");
-    const char *name = str_member(fn, "name");
-    const char *arguments = str_member(fn, "arguments");
+    const char *id = mg_json_str(call, "id");
+    const char *name = mg_json_str(fn, "name");
+    const char *arguments = mg_json_str(fn, "arguments");
     json_t *input = arguments != NULL ? json_loads(arguments, JSON_DECODE_ANY, NULL) : NULL;
     if (!json_is_object(input)) {
         json_decref(input);
@@ -1247,7 +1179,7 @@ mg_anthropic_message(const mg_anthropic_ctx_t *ctx, json_t *completion)
     if (matched == NULL && json_is_string(text))
         matched = ending_stop(ctx, json_string_value(text), json_string_length(text));
     const char *sequence;
-    const char *reason = stop_reason(str_member(choice, "finish_reason"), tools, matched, &sequence);
+    const char *reason = stop_reason(mg_json_str(choice, "finish_reason"), tools, matched, &sequence);
     json_t *usage = json_object_get(completion, "usage");
     json_t *msg = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s?, s:{s:I, s:I}}", "id",
                             ctx->message_id != NULL ? ctx->message_id : "", "type", "message", "role", "assistant",
@@ -1396,7 +1328,7 @@ stream_tool_call(mg_anthropic_stream_t *s, json_t *call, mg_buffer_t *out)
     json_t *jindex = json_object_get(call, "index");
     json_int_t raw = json_is_integer(jindex) ? json_integer_value(jindex) : 0;
     int index = raw < 0 ? 0 : raw > INT_MAX - 1 ? INT_MAX - 1 : (int)raw;
-    const char *id = str_member(call, "id");
+    const char *id = mg_json_str(call, "id");
     bool has_id = id != NULL && *id != '\0';
     bool fresh = has_id && (s->open_tool < 0 || id_hash(id) != s->tool_id_hash);
     bool continues = index == s->open_tool && !fresh;
@@ -1409,7 +1341,7 @@ stream_tool_call(mg_anthropic_stream_t *s, json_t *call, mg_buffer_t *out)
                      s->next_block);
             id = made;
         }
-        const char *name = str_member(fn, "name");
+        const char *name = mg_json_str(fn, "name");
         open_block(
             s,
             json_pack("{s:s, s:s, s:s, s:{}}", "type", "tool_use", "id", id, "name", name != NULL ? name : "", "input"),
@@ -1438,7 +1370,7 @@ stream_choice(mg_anthropic_stream_t *s, json_t *choice, mg_buffer_t *out)
                 stream_tool_call(s, call, out);
         }
     }
-    const char *finish = str_member(choice, "finish_reason");
+    const char *finish = mg_json_str(choice, "finish_reason");
     if (finish != NULL)
         snprintf(s->finish, sizeof s->finish, "%s", finish);
     const char *matched = reported_stop(&s->ctx, choice);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "refusal.h"
+
 /*
  * How it works.
  *
@@ -36,20 +38,6 @@
 #define SHOW           64   /* characters of a refused string quoted back in a message */
 #define TEXT_JOIN      "\n" /* between the text parts of one message or tool output, for chat */
 
-/* ---- small JSON helpers ---- */
-
-static bool
-streq(const char *a, const char *b)
-{
-    return a && b && strcmp(a, b) == 0;
-}
-
-static const char *
-str_member(const json_t *o, const char *key)
-{
-    return json_string_value(json_object_get(o, key));
-}
-
 /* Whether o has member key with a value other than null. */
 static bool
 present(const json_t *o, const char *key)
@@ -65,73 +53,18 @@ copy_or_null(json_t *v)
     return v ? json_deep_copy(v) : json_null();
 }
 
-static const char *
-type_name(const json_t *v)
-{
-    switch (v ? json_typeof(v) : JSON_NULL) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        break;
-    }
-    return "null";
-}
-
 /* ---- validation: paths and messages ---- */
 
 typedef struct vctx {
-    mg_invalid_t *out; /* out->param is the path buffer */
-    size_t len;        /* strlen(out->param) */
+    mg_refusal_t r; /* the path being checked, and the refusal */
     const tp_model_config_t *model;
     json_t *body;
 } vctx_t;
 
-/* Appends ".key" (just "key" at the root), or "[index]" when key is NULL, to the path; returns
- * the previous length for path_pop(). A path too long for the buffer is cut, never overrun. */
-static size_t
-path_push(vctx_t *c, const char *key, size_t index)
-{
-    size_t saved = c->len, room = sizeof c->out->param - c->len;
-    char *end = c->out->param + c->len;
-    int n = key ? snprintf(end, room, "%s%s", c->len ? "." : "", key) : snprintf(end, room, "[%zu]", index);
-    c->len = (n < 0 || (size_t)n >= room) ? sizeof c->out->param - 1 : c->len + (size_t)n;
-    return saved;
-}
-
-static void
-path_pop(vctx_t *c, size_t saved)
-{
-    c->len = saved;
-    c->out->param[saved] = '\0';
-}
-
-/* Writes "<path> <formatted text>" as the message and returns false, for `return fail(...)`. */
-static bool fail(vctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static bool
-fail(vctx_t *c, const char *fmt, ...)
-{
-    char *m = c->out->message;
-    size_t cap = sizeof c->out->message;
-    int n = snprintf(m, cap, "%s ", c->len ? c->out->param : "the request body");
-    if (n < 0 || (size_t)n >= cap)
-        return false;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(m + n, cap - (size_t)n, fmt, ap);
-    va_end(ap);
-    return false;
-}
+/* refusal.h's path and refusal helpers, on this checker's context. */
+#define path_push(c, key, index) mg_refusal_push(&(c)->r, (key), (index))
+#define path_pop(c, saved)       mg_refusal_pop(&(c)->r, (saved))
+#define fail(c, ...)             mg_refusal_fail(&(c)->r, __VA_ARGS__)
 
 /* Fails at member key of the current value (the path is extended and left so). */
 static bool fail_at(vctx_t *c, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -140,7 +73,7 @@ static bool
 fail_at(vctx_t *c, const char *key, const char *fmt, ...)
 {
     path_push(c, key, 0);
-    char text[sizeof c->out->message];
+    char text[sizeof c->r.out->message];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
@@ -174,7 +107,7 @@ static bool
 chk_string(vctx_t *c, json_t *v)
 {
     if (!json_is_string(v))
-        return fail(c, "must be a string, got %s", type_name(v));
+        return fail(c, "must be a string, got %s", mg_json_type_name(v));
     return true;
 }
 
@@ -182,7 +115,8 @@ static bool
 chk_nonempty_string(vctx_t *c, json_t *v)
 {
     if (!json_is_string(v) || json_string_length(v) == 0)
-        return fail(c, "must be a non-empty string, got %s", json_is_string(v) ? "an empty string" : type_name(v));
+        return fail(c, "must be a non-empty string, got %s",
+                    json_is_string(v) ? "an empty string" : mg_json_type_name(v));
     return true;
 }
 
@@ -190,7 +124,7 @@ static bool
 chk_bool(vctx_t *c, json_t *v)
 {
     if (!json_is_boolean(v))
-        return fail(c, "must be true or false, got %s", type_name(v));
+        return fail(c, "must be true or false, got %s", mg_json_type_name(v));
     return true;
 }
 
@@ -198,7 +132,7 @@ static bool
 chk_object(vctx_t *c, json_t *v)
 {
     if (!json_is_object(v))
-        return fail(c, "must be an object, got %s", type_name(v));
+        return fail(c, "must be an object, got %s", mg_json_type_name(v));
     return true;
 }
 
@@ -206,7 +140,7 @@ static bool
 chk_array(vctx_t *c, json_t *v)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array, got %s", type_name(v));
+        return fail(c, "must be an array, got %s", mg_json_type_name(v));
     return true;
 }
 
@@ -221,7 +155,7 @@ check_range(vctx_t *c, json_t *v, bool integer, double min, double max)
         snprintf(want, sizeof want, "%s %s %g %s %g", kind, integer ? "from" : "between", min, integer ? "to" : "and",
                  max);
     if (!json_is_number(v))
-        return fail(c, "must be %s, got %s", want, type_name(v));
+        return fail(c, "must be %s, got %s", want, mg_json_type_name(v));
     if (integer && !json_is_integer(v))
         return fail(c, "must be %s; got %g", want, json_real_value(v));
     double x = json_number_value(v);
@@ -277,7 +211,7 @@ check_enum(vctx_t *c, json_t *v, const char *const *choices)
     char list[200] = "";
     size_t len = 0;
     for (const char *const *p = choices; *p; p++) {
-        if (streq(*p, s))
+        if (mg_streq(*p, s))
             return true;
         int n = snprintf(list + len, sizeof list - len, "%s%s", p == choices ? "" : ", ", *p);
         if (n > 0 && (size_t)n < sizeof list - len)
@@ -285,7 +219,7 @@ check_enum(vctx_t *c, json_t *v, const char *const *choices)
     }
     if (s)
         return fail(c, "must be one of %s; got '%.*s'", list, SHOW, s);
-    return fail(c, "must be one of %s, got %s", list, type_name(v));
+    return fail(c, "must be one of %s, got %s", list, mg_json_type_name(v));
 }
 
 static const char *const truncation_choices[] = { "auto", "disabled", NULL };
@@ -331,7 +265,7 @@ chk_name(vctx_t *c, json_t *v)
 {
     const char *s = json_string_value(v);
     if (!s)
-        return fail(c, "must be a string, got %s", type_name(v));
+        return fail(c, "must be a string, got %s", mg_json_type_name(v));
     static const char rule[] = "must be 1 to 64 letters, digits, underscores or dashes (^[a-zA-Z0-9_-]{1,64}$)";
     size_t len = json_string_length(v);
     if (len > MAX_NAME)
@@ -346,14 +280,14 @@ static bool
 chk_strings(vctx_t *c, json_t *v)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of strings, got %s", type_name(v));
+        return fail(c, "must be an array of strings, got %s", mg_json_type_name(v));
     size_t i;
     json_t *s;
     json_array_foreach(v, i, s)
     {
         if (!json_is_string(s)) {
             path_push(c, NULL, i);
-            return fail(c, "must be a string, got %s", type_name(s));
+            return fail(c, "must be a string, got %s", mg_json_type_name(s));
         }
     }
     return true;
@@ -364,7 +298,7 @@ static bool
 chk_metadata(vctx_t *c, json_t *v)
 {
     if (!json_is_object(v))
-        return fail(c, "must be an object of string values, got %s", type_name(v));
+        return fail(c, "must be an object of string values, got %s", mg_json_type_name(v));
     if (json_object_size(v) > MAX_METADATA)
         return fail(c, "has %zu pairs; at most %d are allowed", json_object_size(v), MAX_METADATA);
     const char *key;
@@ -375,7 +309,7 @@ chk_metadata(vctx_t *c, json_t *v)
         if (strlen(key) > MAX_META_KEY)
             return fail(c, "is a key longer than %d characters", MAX_META_KEY);
         if (!json_is_string(value))
-            return fail(c, "must be a string, got %s", type_name(value));
+            return fail(c, "must be a string, got %s", mg_json_type_name(value));
         if (json_string_length(value) > MAX_META_VALUE)
             return fail(c, "is longer than %d characters", MAX_META_VALUE);
         path_pop(c, saved);
@@ -469,9 +403,9 @@ static const part_kind_t part_kinds[] = {
 static unsigned
 role_bit(const char *role)
 {
-    if (streq(role, "user"))
+    if (mg_streq(role, "user"))
         return R_USER;
-    if (streq(role, "assistant"))
+    if (mg_streq(role, "assistant"))
         return R_ASSISTANT;
     return R_SYSTEM;
 }
@@ -495,18 +429,18 @@ fail_part_type(vctx_t *c, json_t *type, const char *role, unsigned bit)
     if (json_is_string(type))
         return fail(c, "must be one of %s in a%s %s message; got '%.*s'", list, bit == R_ASSISTANT ? "n" : "", role,
                     SHOW, json_string_value(type));
-    return fail(c, "must be one of %s, got %s", list, type_name(type));
+    return fail(c, "must be one of %s, got %s", list, mg_json_type_name(type));
 }
 
 static bool
 check_part(vctx_t *c, json_t *part, const char *role)
 {
     if (!json_is_object(part))
-        return fail(c, "must be a content part object, got %s", type_name(part));
+        return fail(c, "must be a content part object, got %s", mg_json_type_name(part));
     json_t *type = json_object_get(part, "type");
     unsigned bit = role_bit(role);
     for (const part_kind_t *k = part_kinds; k->type; k++)
-        if (streq(k->type, json_string_value(type)) && (k->roles & bit))
+        if (mg_streq(k->type, json_string_value(type)) && (k->roles & bit))
             return k->check(c, part);
     return fail_part_type(c, type, role, bit);
 }
@@ -518,7 +452,7 @@ check_content(vctx_t *c, json_t *v, const char *role)
     if (json_is_string(v))
         return true;
     if (!json_is_array(v))
-        return fail(c, "must be a string or an array of content parts, got %s", type_name(v));
+        return fail(c, "must be a string or an array of content parts, got %s", mg_json_type_name(v));
     if (json_array_size(v) == 0)
         return fail(c, "must not be an empty array; give a string or at least one content part");
     size_t i;
@@ -542,7 +476,7 @@ chk_message_item(vctx_t *c, json_t *item)
     if (!content || json_is_null(content))
         return fail_at(c, "content", "is required");
     size_t saved = path_push(c, "content", 0);
-    if (!check_content(c, content, str_member(item, "role")))
+    if (!check_content(c, content, mg_json_str(item, "role")))
         return false;
     path_pop(c, saved);
     return true;
@@ -552,7 +486,7 @@ static bool
 chk_arguments(vctx_t *c, json_t *v)
 {
     if (!json_is_string(v))
-        return fail(c, "must be a string (the arguments as JSON text), got %s", type_name(v));
+        return fail(c, "must be a string (the arguments as JSON text), got %s", mg_json_type_name(v));
     return true;
 }
 
@@ -571,23 +505,23 @@ chk_call_output(vctx_t *c, json_t *v)
     if (json_is_string(v))
         return true;
     if (!json_is_array(v))
-        return fail(c, "must be a string or an array of input_text parts, got %s", type_name(v));
+        return fail(c, "must be a string or an array of input_text parts, got %s", mg_json_type_name(v));
     size_t i;
     json_t *part;
     json_array_foreach(v, i, part)
     {
         size_t saved = path_push(c, NULL, i);
         if (!json_is_object(part))
-            return fail(c, "must be an input_text part object, got %s", type_name(part));
-        const char *type = str_member(part, "type");
-        if (!streq(type, "input_text")) {
+            return fail(c, "must be an input_text part object, got %s", mg_json_type_name(part));
+        const char *type = mg_json_str(part, "type");
+        if (!mg_streq(type, "input_text")) {
             path_push(c, "type", 0);
             if (type)
                 return fail(c,
                             "must be 'input_text'; got '%.*s': this gateway's upstream takes only text as a "
                             "tool's output",
                             SHOW, type);
-            return fail(c, "must be 'input_text', got %s", type_name(json_object_get(part, "type")));
+            return fail(c, "must be 'input_text', got %s", mg_json_type_name(json_object_get(part, "type")));
         }
         if (!chk_text_part(c, part))
             return false;
@@ -643,7 +577,7 @@ static const item_kind_t *
 find_item_kind(const char *type)
 {
     for (const item_kind_t *k = item_kinds; k->type; k++)
-        if (streq(k->type, type))
+        if (mg_streq(k->type, type))
             return k;
     return NULL;
 }
@@ -651,7 +585,7 @@ find_item_kind(const char *type)
 static bool
 fail_item_type(vctx_t *c, json_t *item, const char *type)
 {
-    if (streq(type, "item_reference"))
+    if (mg_streq(type, "item_reference"))
         return fail(c, "is an item_reference, which this gateway does not support; continue a stored response with "
                        "previous_response_id, or send the item itself");
     json_t *t = json_object_get(item, "type");
@@ -659,7 +593,7 @@ fail_item_type(vctx_t *c, json_t *item, const char *type)
     if (!t || json_is_null(t))
         return fail(c, "is required; expected one of " ITEM_CHOICES);
     if (!type)
-        return fail(c, "must be a string, got %s", type_name(t));
+        return fail(c, "must be a string, got %s", mg_json_type_name(t));
     if (strstr(type, "_call") || strstr(type, "mcp_"))
         return fail(c,
                     "'%.*s' is not supported: this gateway runs no tools, so only message, function_call, "
@@ -672,7 +606,7 @@ static bool
 check_item(vctx_t *c, json_t *item)
 {
     if (!json_is_object(item))
-        return fail(c, "must be an input item object, got %s", type_name(item));
+        return fail(c, "must be an input item object, got %s", mg_json_type_name(item));
     const char *type = item_type(item);
     const item_kind_t *kind = find_item_kind(type);
     if (!kind)
@@ -687,7 +621,7 @@ chk_input(vctx_t *c, json_t *v)
     if (json_is_string(v))
         return true;
     if (!json_is_array(v))
-        return fail(c, "must be a string or an array of input items, got %s", type_name(v));
+        return fail(c, "must be a string or an array of input items, got %s", mg_json_type_name(v));
     if (json_array_size(v) == 0)
         return fail(c, "must not be an empty array; give a string or at least one item");
     size_t i;
@@ -708,9 +642,9 @@ static bool
 chk_parameters(vctx_t *c, json_t *v)
 {
     if (!json_is_object(v))
-        return fail(c, "must be a JSON Schema object, got %s", type_name(v));
+        return fail(c, "must be a JSON Schema object, got %s", mg_json_type_name(v));
     json_t *type = json_object_get(v, "type");
-    if (!type || streq(json_string_value(type), "object"))
+    if (!type || mg_streq(json_string_value(type), "object"))
         return true;
     path_push(c, "type", 0);
     return fail(c, "must be 'object' (the arguments are a JSON object)");
@@ -720,15 +654,15 @@ static bool
 check_tool(vctx_t *c, json_t *tool)
 {
     if (!json_is_object(tool))
-        return fail(c, "must be a tool object, got %s", type_name(tool));
+        return fail(c, "must be a tool object, got %s", mg_json_type_name(tool));
     json_t *type = json_object_get(tool, "type");
     const char *t = json_string_value(type);
-    if (!streq(t, "function")) {
+    if (!mg_streq(t, "function")) {
         path_push(c, "type", 0);
         if (!type)
             return fail(c, "is required; expected 'function'");
         if (!t)
-            return fail(c, "must be 'function', got %s", type_name(type));
+            return fail(c, "must be 'function', got %s", mg_json_type_name(type));
         return fail(c,
                     "'%.*s' is not supported: this gateway runs no tools, so only function tools (which your "
                     "application runs) are allowed",
@@ -743,7 +677,7 @@ static bool
 chk_tools(vctx_t *c, json_t *v)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of tools, got %s", type_name(v));
+        return fail(c, "must be an array of tools, got %s", mg_json_type_name(v));
     size_t i;
     json_t *tool;
     json_array_foreach(v, i, tool)
@@ -751,9 +685,9 @@ chk_tools(vctx_t *c, json_t *v)
         size_t saved = path_push(c, NULL, i);
         if (!check_tool(c, tool))
             return false;
-        const char *name = str_member(tool, "name");
+        const char *name = mg_json_str(tool, "name");
         for (size_t j = 0; j < i; j++)
-            if (streq(str_member(json_array_get(v, j), "name"), name))
+            if (mg_streq(mg_json_str(json_array_get(v, j), "name"), name))
                 return fail_at(c, "name", "'%s' is already defined by tools[%zu]; tool names must be unique", name, j);
         path_pop(c, saved);
     }
@@ -766,16 +700,17 @@ chk_tool_choice(vctx_t *c, json_t *v)
     if (json_is_string(v))
         return check_enum(c, v, tool_choice_modes);
     if (!json_is_object(v))
-        return fail(c, "must be none, auto, required or {\"type\": \"function\", \"name\": ...}, got %s", type_name(v));
+        return fail(c, "must be none, auto, required or {\"type\": \"function\", \"name\": ...}, got %s",
+                    mg_json_type_name(v));
     json_t *type = json_object_get(v, "type");
     const char *t = json_string_value(type);
-    if (streq(t, "function"))
+    if (mg_streq(t, "function"))
         return check_member(c, v, "name", chk_nonempty_string, true);
     path_push(c, "type", 0);
     if (!type)
         return fail(c, "is required; expected 'function'");
     if (!t)
-        return fail(c, "must be 'function', got %s", type_name(type));
+        return fail(c, "must be 'function', got %s", mg_json_type_name(type));
     return fail(c,
                 "'%.*s' is not supported: this gateway runs no tools; use none, auto, required or "
                 "{\"type\": \"function\", \"name\": ...}",
@@ -795,7 +730,7 @@ chk_format(vctx_t *c, json_t *v)
 {
     static const char *const format_types[] = { "text", "json_object", "json_schema", NULL };
     if (!json_is_object(v))
-        return fail(c, "must be an object with a type, got %s", type_name(v));
+        return fail(c, "must be an object with a type, got %s", mg_json_type_name(v));
     json_t *type = json_object_get(v, "type");
     if (!type)
         return fail_at(c, "type", "is required; expected one of text, json_object, json_schema");
@@ -803,14 +738,14 @@ chk_format(vctx_t *c, json_t *v)
     if (!check_enum(c, type, format_types))
         return false;
     path_pop(c, saved);
-    return !streq(json_string_value(type), "json_schema") || chk_json_schema_format(c, v);
+    return !mg_streq(json_string_value(type), "json_schema") || chk_json_schema_format(c, v);
 }
 
 static bool
 chk_text(vctx_t *c, json_t *v)
 {
     if (!json_is_object(v))
-        return fail(c, "must be an object, got %s", type_name(v));
+        return fail(c, "must be an object, got %s", mg_json_type_name(v));
     return check_member(c, v, "format", chk_format, false) && check_member(c, v, "verbosity", chk_verbosity, false);
 }
 
@@ -818,7 +753,7 @@ static bool
 chk_stream_options(vctx_t *c, json_t *v)
 {
     if (!json_is_object(v))
-        return fail(c, "must be an object, got %s", type_name(v));
+        return fail(c, "must be an object, got %s", mg_json_type_name(v));
     return check_member(c, v, "include_obfuscation", chk_bool, false);
 }
 
@@ -830,16 +765,16 @@ rel_tool_choice(vctx_t *c, json_t *v)
     json_t *tools = json_object_get(c->body, "tools");
     size_t count = json_is_array(tools) ? json_array_size(tools) : 0;
     if (json_is_string(v)) {
-        if (streq(json_string_value(v), "required") && count == 0)
+        if (mg_streq(json_string_value(v), "required") && count == 0)
             return fail(c, "is 'required' but the request defines no tools");
         return true;
     }
-    const char *name = str_member(v, "name");
+    const char *name = mg_json_str(v, "name");
     char defined[200] = "";
     size_t len = 0;
     for (size_t i = 0; i < count; i++) {
-        const char *n = str_member(json_array_get(tools, i), "name");
-        if (streq(n, name))
+        const char *n = mg_json_str(json_array_get(tools, i), "name");
+        if (mg_streq(n, name))
             return true;
         int w = snprintf(defined + len, sizeof defined - len, "%s%s", len ? ", " : "", n);
         if (w > 0 && (size_t)w < sizeof defined - len)
@@ -914,7 +849,7 @@ static bool
 check_body(vctx_t *c, json_t *body)
 {
     if (!json_is_object(body))
-        return fail(c, "must be a JSON object, got %s", type_name(body));
+        return fail(c, "must be a JSON object, got %s", mg_json_type_name(body));
     if (!json_object_get(body, "model"))
         return fail_at(c, "model", "is required");
     if (!json_object_get(body, "input"))
@@ -957,7 +892,7 @@ check_body(vctx_t *c, json_t *body)
 static json_t *
 text_parts(const char *role, json_t *text)
 {
-    bool assistant = streq(role, "assistant");
+    bool assistant = mg_streq(role, "assistant");
     json_t *part = json_pack("{s:s, s:O}", "type", assistant ? "output_text" : "input_text", "text", text);
     if (assistant)
         json_object_set_new(part, "annotations", json_array());
@@ -988,8 +923,8 @@ normalise_item(json_t *item, const char *seed, size_t position)
             json_object_set_new(norm, key, json_deep_copy(v));
     }
     json_t *content = json_object_get(item, "content");
-    if (streq(type, "message") && json_is_string(content))
-        json_object_set_new(norm, "content", text_parts(str_member(item, "role"), content));
+    if (mg_streq(type, "message") && json_is_string(content))
+        json_object_set_new(norm, "content", text_parts(mg_json_str(item, "role"), content));
     return norm;
 }
 
@@ -1016,14 +951,16 @@ bool
 mg_responses_parse(json_t *body, const tp_model_config_t *model, const char *seed, mg_responses_req_t *req,
                    mg_invalid_t *out)
 {
-    vctx_t c = { .out = out, .model = model, .body = body };
+    vctx_t c = { .r = { .out = out, .dotted = false, .sep = " ", .root = "the request body" },
+                 .model = model,
+                 .body = body };
     out->param[0] = '\0';
     out->message[0] = '\0';
     memset(req, 0, sizeof *req);
     if (!check_body(&c, body))
         return false;
     req->input_items = normalise_input(json_object_get(body, "input"), seed);
-    req->previous_response_id = str_member(body, "previous_response_id");
+    req->previous_response_id = mg_json_str(body, "previous_response_id");
     json_t *store = json_object_get(body, "store");
     req->store = !json_is_false(store);
     req->stream = json_is_true(json_object_get(body, "stream"));
@@ -1049,9 +986,9 @@ joined_text(json_t *parts)
     json_t *part;
     json_array_foreach(parts, i, part)
     {
-        const char *type = str_member(part, "type");
+        const char *type = mg_json_str(part, "type");
         json_t *text = json_object_get(part, "text");
-        if (!(streq(type, "input_text") || streq(type, "output_text")) || !json_is_string(text)) {
+        if (!(mg_streq(type, "input_text") || mg_streq(type, "output_text")) || !json_is_string(text)) {
             mg_buffer_release(&b);
             return NULL;
         }
@@ -1068,19 +1005,19 @@ joined_text(json_t *parts)
 static json_t *
 chat_part(json_t *part)
 {
-    const char *type = str_member(part, "type");
-    if (streq(type, "input_text") || streq(type, "output_text"))
+    const char *type = mg_json_str(part, "type");
+    if (mg_streq(type, "input_text") || mg_streq(type, "output_text"))
         return json_pack("{s:s, s:O}", "type", "text", "text", json_object_get(part, "text"));
-    if (streq(type, "refusal"))
+    if (mg_streq(type, "refusal"))
         return json_pack("{s:s, s:O}", "type", "refusal", "refusal", json_object_get(part, "refusal"));
-    if (streq(type, "input_image")) {
+    if (mg_streq(type, "input_image")) {
         json_t *image = json_pack("{s:O}", "url", json_object_get(part, "image_url"));
-        const char *detail = str_member(part, "detail");
-        if (streq(detail, "auto") || streq(detail, "low") || streq(detail, "high"))
+        const char *detail = mg_json_str(part, "detail");
+        if (mg_streq(detail, "auto") || mg_streq(detail, "low") || mg_streq(detail, "high"))
             json_object_set_new(image, "detail", json_string(detail)); /* chat has no "original" */
         return json_pack("{s:s, s:o}", "type", "image_url", "image_url", image);
     }
-    if (streq(type, "input_file")) {
+    if (mg_streq(type, "input_file")) {
         json_t *file = json_object();
         static const char *const members[] = { "file_data", "file_id", "filename", NULL };
         for (const char *const *m = members; *m; m++)
@@ -1122,12 +1059,12 @@ typedef struct conv {
 static void
 add_message_item(conv_t *v, json_t *item)
 {
-    const char *role = str_member(item, "role");
+    const char *role = mg_json_str(item, "role");
     json_t *content = json_object_get(item, "content");
     if (!role || !content)
         return; /* a malformed stored item */
-    json_t *msg =
-        json_pack("{s:s, s:o}", "role", streq(role, "developer") ? "system" : role, "content", chat_content(content));
+    json_t *msg = json_pack("{s:s, s:o}", "role", mg_streq(role, "developer") ? "system" : role, "content",
+                            chat_content(content));
     json_array_append_new(v->messages, msg);
 }
 
@@ -1135,7 +1072,7 @@ add_message_item(conv_t *v, json_t *item)
 static void
 add_function_call(conv_t *v, json_t *item)
 {
-    const char *call_id = str_member(item, "call_id");
+    const char *call_id = mg_json_str(item, "call_id");
     json_t *name = json_object_get(item, "name");
     json_t *args = json_object_get(item, "arguments");
     if (!call_id || !json_is_string(name))
@@ -1144,7 +1081,7 @@ add_function_call(conv_t *v, json_t *item)
                              "arguments", json_is_string(args) ? json_incref(args) : json_string(""));
     size_t n = json_array_size(v->messages);
     json_t *last = n ? json_array_get(v->messages, n - 1) : NULL;
-    if (!streq(str_member(last, "role"), "assistant")) {
+    if (!mg_streq(mg_json_str(last, "role"), "assistant")) {
         last = json_pack("{s:s, s:n}", "role", "assistant", "content");
         json_array_append_new(v->messages, last);
     }
@@ -1160,7 +1097,7 @@ add_function_call(conv_t *v, json_t *item)
 static bool
 add_function_call_output(conv_t *v, json_t *item, mg_invalid_t *out)
 {
-    const char *call_id = str_member(item, "call_id");
+    const char *call_id = mg_json_str(item, "call_id");
     json_t *output = json_object_get(item, "output");
     if (!call_id)
         return true; /* a malformed stored item */
@@ -1186,11 +1123,11 @@ add_items(conv_t *v, json_t *items, mg_invalid_t *out)
     json_array_foreach(items, i, item)
     {
         const char *type = item_type(item);
-        if (streq(type, "message"))
+        if (mg_streq(type, "message"))
             add_message_item(v, item);
-        else if (streq(type, "function_call"))
+        else if (mg_streq(type, "function_call"))
             add_function_call(v, item);
-        else if (streq(type, "function_call_output") && !add_function_call_output(v, item, out))
+        else if (mg_streq(type, "function_call_output") && !add_function_call_output(v, item, out))
             return false;
         /* reasoning and anything else: dropped */
     }
@@ -1247,10 +1184,10 @@ static json_t *
 chat_response_format(json_t *text)
 {
     json_t *format = json_object_get(text, "format");
-    const char *type = str_member(format, "type");
-    if (streq(type, "json_object"))
+    const char *type = mg_json_str(format, "type");
+    if (mg_streq(type, "json_object"))
         return json_pack("{s:s}", "type", "json_object");
-    if (!streq(type, "json_schema"))
+    if (!mg_streq(type, "json_schema"))
         return NULL;
     json_t *schema = json_object();
     static const char *const members[] = { "name", "description", "schema", "strict", NULL };
@@ -1437,9 +1374,9 @@ responses_usage(json_t *usage)
 static const char *
 incomplete_reason(const char *finish)
 {
-    if (streq(finish, "length"))
+    if (mg_streq(finish, "length"))
         return "max_output_tokens";
-    if (streq(finish, "content_filter"))
+    if (mg_streq(finish, "content_filter"))
         return "content_filter";
     return NULL;
 }
@@ -1523,13 +1460,13 @@ completion_output(const char *id, json_t *message)
         json_t *fn = json_object_get(call, "function");
         if (!json_is_object(fn))
             continue;
-        const char *call_id = str_member(call, "id");
+        const char *call_id = mg_json_str(call, "id");
         char made[256];
         if (!call_id) {
             made_up_call_id(made, sizeof made, id, j);
             call_id = made;
         }
-        const char *name = str_member(fn, "name");
+        const char *name = mg_json_str(fn, "name");
         json_t *item = new_call_item(id, json_array_size(output), call_id, name ? name : "");
         json_object_set_new(item, "arguments", arguments_text(json_object_get(fn, "arguments")));
         json_object_set_new(item, "status", json_string("completed"));
@@ -1542,7 +1479,7 @@ json_t *
 mg_responses_from_completion(const mg_responses_ctx_t *ctx, json_t *completion)
 {
     json_t *choice = json_array_get(json_object_get(completion, "choices"), 0);
-    const char *finish = str_member(choice, "finish_reason");
+    const char *finish = mg_json_str(choice, "finish_reason");
     const char *reason = incomplete_reason(finish);
     json_t *output = completion_output(ctx->id, json_object_get(choice, "message"));
     size_t n = json_array_size(output);
@@ -1570,7 +1507,7 @@ event_new(mg_responses_stream_t *s, const char *type)
 static void
 event_send(json_t *ev, mg_buffer_t *out)
 {
-    const char *type = str_member(ev, "type");
+    const char *type = mg_json_str(ev, "type");
     char *data = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!data) {
         fprintf(stderr, "model-gw: out of memory writing a Responses event\n");
@@ -1653,7 +1590,7 @@ sync_open_part(mg_responses_stream_t *s, json_t *item)
     if (n == 0)
         return NULL;
     json_t *part = json_array_get(content, n - 1);
-    json_object_set_new(part, streq(str_member(part, "type"), "refusal") ? "refusal" : "text", acc_string(s));
+    json_object_set_new(part, mg_streq(mg_json_str(part, "type"), "refusal") ? "refusal" : "text", acc_string(s));
     return part;
 }
 
@@ -1662,7 +1599,7 @@ static void
 sync_open_item(mg_responses_stream_t *s)
 {
     json_t *item = open_item(s);
-    if (streq(str_member(item, "type"), "message"))
+    if (mg_streq(mg_json_str(item, "type"), "message"))
         sync_open_part(s, item);
     else if (item)
         json_object_set_new(item, "arguments", acc_string(s));
@@ -1678,7 +1615,7 @@ close_part(mg_responses_stream_t *s, json_t *item, mg_buffer_t *out)
         return;
     size_t index = (size_t)s->open_item;
     json_int_t content_index = (json_int_t)json_array_size(json_object_get(item, "content")) - 1;
-    bool refusal = streq(str_member(part, "type"), "refusal");
+    bool refusal = mg_streq(mg_json_str(part, "type"), "refusal");
     json_t *ev = item_event(s, refusal ? "response.refusal.done" : "response.output_text.done", index);
     json_object_set_new(ev, "content_index", json_integer(content_index));
     if (refusal) {
@@ -1703,7 +1640,7 @@ close_item(mg_responses_stream_t *s, const char *status, mg_buffer_t *out)
     if (!item)
         return;
     size_t index = (size_t)s->open_item;
-    if (streq(str_member(item, "type"), "message")) {
+    if (mg_streq(mg_json_str(item, "type"), "message")) {
         close_part(s, item, out);
     } else {
         json_object_set_new(item, "arguments", acc_string(s));
@@ -1742,17 +1679,17 @@ static size_t
 open_part(mg_responses_stream_t *s, const char *type, mg_buffer_t *out)
 {
     json_t *item = open_item(s);
-    if (!streq(str_member(item, "type"), "message")) {
+    if (!mg_streq(mg_json_str(item, "type"), "message")) {
         close_item(s, "completed", out);
         item = new_message_item(s->ctx.id, json_array_size(s->output));
         open_new_item(s, item, out);
     }
     json_t *content = json_object_get(item, "content");
     size_t n = json_array_size(content);
-    if (n > 0 && streq(str_member(json_array_get(content, n - 1), "type"), type))
+    if (n > 0 && mg_streq(mg_json_str(json_array_get(content, n - 1), "type"), type))
         return n - 1;
     close_part(s, item, out);
-    json_t *part = streq(type, "refusal") ? new_refusal_part() : new_text_part();
+    json_t *part = mg_streq(type, "refusal") ? new_refusal_part() : new_text_part();
     json_array_append_new(content, part);
     json_t *ev = item_event(s, "response.content_part.added", (size_t)s->open_item);
     json_object_set_new(ev, "content_index", json_integer((json_int_t)n));
@@ -1768,7 +1705,7 @@ text_delta(mg_responses_stream_t *s, const char *type, json_t *delta, mg_buffer_
     if (!json_is_string(delta) || json_string_length(delta) == 0)
         return;
     size_t content_index = open_part(s, type, out);
-    bool refusal = streq(type, "refusal");
+    bool refusal = mg_streq(type, "refusal");
     json_t *ev = item_event(s, refusal ? "response.refusal.delta" : "response.output_text.delta", (size_t)s->open_item);
     json_object_set_new(ev, "content_index", json_integer((json_int_t)content_index));
     json_object_set(ev, "delta", delta);
@@ -1787,8 +1724,8 @@ fragment_index(const mg_responses_stream_t *s, json_t *frag)
     if (json_is_integer(index))
         return json_integer_value(index) >= 0 && json_integer_value(index) < 1000000 ? (int)json_integer_value(index)
                                                                                      : -1;
-    const char *id = str_member(frag, "id");
-    if (s->open_tool >= 0 && (!id || streq(id, str_member(open_item(s), "call_id"))))
+    const char *id = mg_json_str(frag, "id");
+    if (s->open_tool >= 0 && (!id || mg_streq(id, mg_json_str(open_item(s), "call_id"))))
         return s->open_tool;
     return s->last_tool + 1;
 }
@@ -1801,7 +1738,7 @@ call_seen(const mg_responses_stream_t *s, const char *call_id)
     json_t *item;
     json_array_foreach(s->output, i, item)
     {
-        if (streq(str_member(item, "type"), "function_call") && streq(str_member(item, "call_id"), call_id))
+        if (mg_streq(mg_json_str(item, "type"), "function_call") && mg_streq(mg_json_str(item, "call_id"), call_id))
             return true;
     }
     return false;
@@ -1819,14 +1756,14 @@ tool_fragment(mg_responses_stream_t *s, json_t *frag, mg_buffer_t *out)
         return;
     int index = fragment_index(s, frag);
     json_t *fn = json_object_get(frag, "function");
-    const char *name = str_member(fn, "name");
-    const char *id = str_member(frag, "id");
-    const char *open_id = s->open_tool >= 0 ? str_member(open_item(s), "call_id") : NULL;
+    const char *name = mg_json_str(fn, "name");
+    const char *id = mg_json_str(frag, "id");
+    const char *open_id = s->open_tool >= 0 ? mg_json_str(open_item(s), "call_id") : NULL;
     bool opens;
     if (index < 0)
         return;
     if (id != NULL && *id != '\0')
-        opens = !(open_id != NULL && streq(id, open_id));
+        opens = !(open_id != NULL && mg_streq(id, open_id));
     else
         opens = index != s->open_tool;
     if (opens && ((id != NULL && *id != '\0') ? call_seen(s, id) : index <= s->last_tool))
@@ -1834,7 +1771,7 @@ tool_fragment(mg_responses_stream_t *s, json_t *frag, mg_buffer_t *out)
     if (opens) {
         close_item(s, "completed", out);
         size_t position = json_array_size(s->output);
-        const char *call_id = str_member(frag, "id");
+        const char *call_id = mg_json_str(frag, "id");
         char made[256];
         if (!call_id || !*call_id) {
             made_up_call_id(made, sizeof made, s->ctx.id, (size_t)index);
@@ -1894,7 +1831,7 @@ mg_responses_stream_chunk(mg_responses_stream_t *s, json_t *chunk, mg_buffer_t *
             tool_fragment(s, frag, out);
         }
     }
-    const char *finish = str_member(choice, "finish_reason");
+    const char *finish = mg_json_str(choice, "finish_reason");
     if (finish)
         snprintf(s->finish, sizeof s->finish, "%s", finish);
 }

@@ -1,9 +1,10 @@
 #include "validate.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "refusal.h"
 
 /*
  * How it works. Every object the API defines is a table of field_t: the member's name, a checker
@@ -20,12 +21,16 @@
  */
 
 typedef struct vctx {
-    mg_invalid_t *out; /* out->param is the path buffer */
-    size_t len;        /* strlen(out->param) */
+    mg_refusal_t r; /* the path being checked, and the refusal */
     const tp_model_config_t *model;
     json_t *body;
     const char *api; /* "chat completions": for the message about unknown fields */
 } vctx_t;
+
+/* refusal.h's path and refusal helpers, on this checker's context. */
+#define path_push(c, key, index) mg_refusal_push(&(c)->r, (key), (index))
+#define path_pop(c, saved)       mg_refusal_pop(&(c)->r, (saved))
+#define fail(c, ...)             mg_refusal_fail(&(c)->r, __VA_ARGS__)
 
 typedef struct field field_t;
 typedef bool (*check_fn)(vctx_t *c, json_t *v, const field_t *f);
@@ -52,65 +57,6 @@ struct field {
 #define SHOW           64   /* characters of a refused string quoted back in a message */
 
 /* ---- paths, messages, lists ---- */
-
-/* Appends ".key" (just "key" at the root), or "[index]" when key is NULL, to the path; returns
- * the previous length for path_pop(). A path too long for the buffer is cut, never overrun. */
-static size_t
-path_push(vctx_t *c, const char *key, size_t index)
-{
-    size_t saved = c->len, room = sizeof c->out->param - c->len;
-    char *end = c->out->param + c->len;
-    int n = key ? snprintf(end, room, "%s%s", c->len ? "." : "", key) : snprintf(end, room, "[%zu]", index);
-    c->len = (n < 0 || (size_t)n >= room) ? sizeof c->out->param - 1 : c->len + (size_t)n;
-    return saved;
-}
-
-static void
-path_pop(vctx_t *c, size_t saved)
-{
-    c->len = saved;
-    c->out->param[saved] = '\0';
-}
-
-/* Writes "<path> <formatted text>" as the message and returns false, for `return fail(...)`. */
-static bool fail(vctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static bool
-fail(vctx_t *c, const char *fmt, ...)
-{
-    char *m = c->out->message;
-    size_t cap = sizeof c->out->message;
-    int n = snprintf(m, cap, "%s ", c->len ? c->out->param : "the request body");
-    if (n < 0 || (size_t)n >= cap)
-        return false;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(m + n, cap - (size_t)n, fmt, ap);
-    va_end(ap);
-    return false;
-}
-
-static const char *
-type_name(const json_t *v)
-{
-    switch (v ? json_typeof(v) : JSON_NULL) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        break;
-    }
-    return "null";
-}
 
 /* A comma-separated list of names for messages ("get_weather, get_time"), cut with "..." when long. */
 typedef struct list {
@@ -139,18 +85,6 @@ static const char *
 list_text(const list_t *l)
 {
     return l->count ? l->text : "none";
-}
-
-static bool
-streq(const char *a, const char *b)
-{
-    return a && b && strcmp(a, b) == 0;
-}
-
-static const char *
-str_member(const json_t *o, const char *key)
-{
-    return json_string_value(json_object_get(o, key));
 }
 
 /* ---- the table walk ---- */
@@ -214,7 +148,7 @@ static bool
 chk_string(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_string(v))
-        return fail(c, "must be %s, got %s", f->what ? f->what : "a string", type_name(v));
+        return fail(c, "must be %s, got %s", f->what ? f->what : "a string", mg_json_type_name(v));
     return true;
 }
 
@@ -222,7 +156,8 @@ static bool
 chk_nonempty_string(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_string(v) || json_string_length(v) == 0)
-        return fail(c, "must be a non-empty string, got %s", json_is_string(v) ? "an empty string" : type_name(v));
+        return fail(c, "must be a non-empty string, got %s",
+                    json_is_string(v) ? "an empty string" : mg_json_type_name(v));
     return true;
 }
 
@@ -230,7 +165,7 @@ static bool
 chk_bool(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_boolean(v))
-        return fail(c, "must be true or false, got %s", type_name(v));
+        return fail(c, "must be true or false, got %s", mg_json_type_name(v));
     return true;
 }
 
@@ -238,7 +173,7 @@ static bool
 chk_object(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_object(v))
-        return fail(c, "must be %s, got %s", f->what ? f->what : "an object", type_name(v));
+        return fail(c, "must be %s, got %s", f->what ? f->what : "an object", mg_json_type_name(v));
     return f->sub ? check_fields(c, v, f->sub, false) : true;
 }
 
@@ -261,7 +196,7 @@ check_range(vctx_t *c, json_t *v, bool integer, double min, double max)
     char want[80];
     range_text(want, sizeof want, integer, min, max);
     if (!json_is_number(v))
-        return fail(c, "must be %s, got %s", want, type_name(v));
+        return fail(c, "must be %s, got %s", want, mg_json_type_name(v));
     if (integer && !json_is_integer(v))
         return fail(c, "must be %s; got %g", want, json_real_value(v));
     double x = json_number_value(v);
@@ -306,10 +241,10 @@ fail_choice(vctx_t *c, const list_t *l, const json_t *v)
     if (l->count == 1 && s)
         return fail(c, "must be '%s'; got '%.*s'", l->text, SHOW, s);
     if (l->count == 1)
-        return fail(c, "must be '%s', got %s", l->text, type_name(v));
+        return fail(c, "must be '%s', got %s", l->text, mg_json_type_name(v));
     if (s)
         return fail(c, "must be one of %s; got '%.*s'", l->text, SHOW, s);
-    return fail(c, "must be one of %s, got %s", l->text, type_name(v));
+    return fail(c, "must be one of %s, got %s", l->text, mg_json_type_name(v));
 }
 
 static bool
@@ -337,7 +272,7 @@ chk_name(vctx_t *c, json_t *v, const field_t *f)
 {
     const char *s = json_string_value(v);
     if (!s)
-        return fail(c, "must be a string, got %s", type_name(v));
+        return fail(c, "must be a string, got %s", mg_json_type_name(v));
     static const char rule[] = "must be 1 to 64 letters, digits, underscores or dashes (^[a-zA-Z0-9_-]{1,64}$)";
     size_t len = json_string_length(v);
     if (len > MAX_NAME)
@@ -353,7 +288,7 @@ static bool
 check_union(vctx_t *c, json_t *v, const field_t *variants, unsigned mask)
 {
     if (!json_is_object(v))
-        return fail(c, "must be an object with a type, got %s", type_name(v));
+        return fail(c, "must be an object with a type, got %s", mg_json_type_name(v));
     json_t *type = json_object_get(v, "type");
     const char *t = json_string_value(type);
     const field_t *var = NULL;
@@ -362,7 +297,7 @@ check_union(vctx_t *c, json_t *v, const field_t *variants, unsigned mask)
         if (!(mask & (1u << i)))
             continue;
         list_add(&l, variants[i].name);
-        if (streq(variants[i].name, t))
+        if (mg_streq(variants[i].name, t))
             var = &variants[i];
     }
     if (!var) {
@@ -441,7 +376,7 @@ chk_content(vctx_t *c, json_t *v, const field_t *f)
         return true;
     const char *kind = f->mask == P_TEXT ? "text" : "content";
     if (!json_is_array(v))
-        return fail(c, "must be a string or an array of %s parts, got %s", kind, type_name(v));
+        return fail(c, "must be a string or an array of %s parts, got %s", kind, mg_json_type_name(v));
     if (json_array_size(v) == 0)
         return fail(c, "must not be an empty array; give a string or at least one %s part", kind);
     size_t i;
@@ -463,14 +398,14 @@ static bool
 chk_parameters(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_object(v))
-        return fail(c, "must be a JSON Schema object, got %s", type_name(v));
+        return fail(c, "must be a JSON Schema object, got %s", mg_json_type_name(v));
     json_t *type = json_object_get(v, "type");
-    if (!type || streq(json_string_value(type), "object"))
+    if (!type || mg_streq(json_string_value(type), "object"))
         return true;
     path_push(c, "type", 0);
     if (json_is_string(type))
         return fail(c, "must be 'object' (the arguments are a JSON object); got '%.*s'", SHOW, json_string_value(type));
-    return fail(c, "must be 'object' (the arguments are a JSON object), got %s", type_name(type));
+    return fail(c, "must be 'object' (the arguments are a JSON object), got %s", mg_json_type_name(type));
 }
 
 static const field_t function_def_fields[] = {
@@ -498,15 +433,15 @@ static const field_t tool_variants[] = {
 static const char *
 tool_name(const json_t *tool, const char **kind)
 {
-    *kind = str_member(tool, "type");
-    return *kind ? str_member(json_object_get(tool, *kind), "name") : NULL;
+    *kind = mg_json_str(tool, "type");
+    return *kind ? mg_json_str(json_object_get(tool, *kind), "name") : NULL;
 }
 
 static bool
 chk_tools(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of tools, got %s", type_name(v));
+        return fail(c, "must be an array of tools, got %s", mg_json_type_name(v));
     size_t i;
     json_t *tool;
     json_array_foreach(v, i, tool)
@@ -517,7 +452,7 @@ chk_tools(vctx_t *c, json_t *v, const field_t *f)
         const char *kind, *name = tool_name(tool, &kind);
         for (size_t j = 0; j < i; j++) {
             const char *other_kind;
-            if (streq(tool_name(json_array_get(v, j), &other_kind), name)) {
+            if (mg_streq(tool_name(json_array_get(v, j), &other_kind), name)) {
                 path_push(c, kind, 0);
                 path_push(c, "name", 0);
                 return fail(c, "'%s' is already defined by tools[%zu]; tool names must be unique", name, j);
@@ -533,14 +468,14 @@ static bool
 chk_functions(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of function definitions, got %s", type_name(v));
+        return fail(c, "must be an array of function definitions, got %s", mg_json_type_name(v));
     size_t i;
     json_t *fn;
     json_array_foreach(v, i, fn)
     {
         size_t saved = path_push(c, NULL, i);
         if (!json_is_object(fn))
-            return fail(c, "must be a function definition object, got %s", type_name(fn));
+            return fail(c, "must be a function definition object, got %s", mg_json_type_name(fn));
         if (!check_fields(c, fn, function_def_fields, false))
             return false;
         path_pop(c, saved);
@@ -576,7 +511,7 @@ static bool
 chk_allowed_list(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of tool references, got %s", type_name(v));
+        return fail(c, "must be an array of tool references, got %s", mg_json_type_name(v));
     size_t i;
     json_t *ref;
     json_array_foreach(v, i, ref)
@@ -598,7 +533,7 @@ chk_tool_choice(vctx_t *c, json_t *v, const field_t *f)
         return check_enum(c, v, tool_choice_modes);
     if (json_is_object(v))
         return check_union(c, v, tool_choice_variants, ALL_VARIANTS);
-    return fail(c, "must be none, auto, required or an object naming a tool, got %s", type_name(v));
+    return fail(c, "must be none, auto, required or an object naming a tool, got %s", mg_json_type_name(v));
 }
 
 /* Whether tools defines a tool of this kind and name; collects the names of that kind in *defined. */
@@ -610,9 +545,9 @@ find_tool(const json_t *tools, const char *kind, const char *name, list_t *defin
     json_array_foreach(tools, i, tool)
     {
         const char *k, *n = tool_name(tool, &k);
-        if (!streq(k, kind) || !n)
+        if (!mg_streq(k, kind) || !n)
             continue;
-        if (streq(n, name))
+        if (mg_streq(n, name))
             return true;
         list_add(defined, n);
     }
@@ -624,7 +559,7 @@ static bool
 check_tool_ref(vctx_t *c, const json_t *ref, const json_t *tools)
 {
     const char *kind, *name = tool_name(ref, &kind);
-    const char *what = streq(kind, "function") ? "function" : "custom tool";
+    const char *what = mg_streq(kind, "function") ? "function" : "custom tool";
     list_t defined = { 0 };
     if (json_array_size(tools) == 0)
         return fail(c, "names %s '%s', but the request defines no tools", what, name);
@@ -640,11 +575,11 @@ rel_tool_choice(vctx_t *c, json_t *v, const field_t *f)
     if (!json_is_array(tools))
         tools = NULL;
     if (json_is_string(v)) {
-        if (streq(json_string_value(v), "required") && json_array_size(tools) == 0)
+        if (mg_streq(json_string_value(v), "required") && json_array_size(tools) == 0)
             return fail(c, "is 'required' but the request defines no tools");
         return true;
     }
-    if (!streq(str_member(v, "type"), "allowed_tools"))
+    if (!mg_streq(mg_json_str(v, "type"), "allowed_tools"))
         return check_tool_ref(c, v, tools);
     json_t *refs = json_object_get(json_object_get(v, "allowed_tools"), "tools");
     size_t i;
@@ -671,7 +606,7 @@ chk_function_call(vctx_t *c, json_t *v, const field_t *f)
         return check_enum(c, v, function_call_modes);
     if (json_is_object(v))
         return check_fields(c, v, name_fields, false);
-    return fail(c, "must be none, auto or an object naming a function, got %s", type_name(v));
+    return fail(c, "must be none, auto or an object naming a function, got %s", mg_json_type_name(v));
 }
 
 /* ---- messages ---- */
@@ -703,7 +638,7 @@ static bool
 chk_tool_calls(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of tool calls, got %s", type_name(v));
+        return fail(c, "must be an array of tool calls, got %s", mg_json_type_name(v));
     if (json_array_size(v) == 0)
         return fail(c, "must not be an empty array; leave tool_calls out when there are no calls");
     size_t i;
@@ -781,7 +716,7 @@ present(const json_t *o, const char *key)
 static bool
 has_role(const json_t *msg, const char *role)
 {
-    return streq(str_member(msg, "role"), role);
+    return mg_streq(mg_json_str(msg, "role"), role);
 }
 
 /* Whether a tool message in msgs[from, to) answers the tool call with this id. */
@@ -790,7 +725,7 @@ answered(const json_t *msgs, size_t from, size_t to, const char *id)
 {
     for (size_t k = from; k < to; k++) {
         const json_t *m = json_array_get(msgs, k);
-        if (has_role(m, "tool") && streq(str_member(m, "tool_call_id"), id))
+        if (has_role(m, "tool") && mg_streq(mg_json_str(m, "tool_call_id"), id))
             return true;
     }
     return false;
@@ -810,7 +745,7 @@ earlier_call(const json_t *msgs, size_t i, const char *id, list_t *awaiting)
         json_t *call;
         json_array_foreach(json_object_get(m, "tool_calls"), j, call)
         {
-            if (streq(str_member(call, "id"), id))
+            if (mg_streq(mg_json_str(call, "id"), id))
                 return true;
         }
     }
@@ -822,7 +757,7 @@ earlier_call(const json_t *msgs, size_t i, const char *id, list_t *awaiting)
         json_t *call;
         json_array_foreach(json_object_get(m, "tool_calls"), j, call)
         {
-            const char *call_id = str_member(call, "id");
+            const char *call_id = mg_json_str(call, "id");
             if (call_id && !answered(msgs, k + 1, i, call_id))
                 list_add(awaiting, call_id);
         }
@@ -845,7 +780,7 @@ check_message_relations(vctx_t *c, json_t *msgs, size_t i, json_t *msg)
     }
     if (!has_role(msg, "tool"))
         return true;
-    const char *id = str_member(msg, "tool_call_id");
+    const char *id = mg_json_str(msg, "tool_call_id");
     list_t awaiting = { 0 };
     if (earlier_call(msgs, i, id, &awaiting))
         return true;
@@ -861,7 +796,7 @@ static bool
 check_message(vctx_t *c, json_t *msgs, size_t i, json_t *msg)
 {
     if (!json_is_object(msg))
-        return fail(c, "must be a message object with a role, got %s", type_name(msg));
+        return fail(c, "must be a message object with a role, got %s", mg_json_type_name(msg));
     json_t *role = json_object_get(msg, "role");
     const char *r = json_string_value(role);
     const role_t *found = NULL;
@@ -873,7 +808,7 @@ check_message(vctx_t *c, json_t *msgs, size_t i, json_t *msg)
         if (!role)
             return fail(c, "is required; expected one of " ROLE_CHOICES);
         if (!r)
-            return fail(c, "must be one of " ROLE_CHOICES ", got %s", type_name(role));
+            return fail(c, "must be one of " ROLE_CHOICES ", got %s", mg_json_type_name(role));
         return fail(c, "must be one of " ROLE_CHOICES "; got '%.*s'", SHOW, r);
     }
     return check_fields(c, msg, found->fields, false) && check_message_relations(c, msgs, i, msg);
@@ -883,7 +818,7 @@ static bool
 chk_messages(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of messages, got %s", type_name(v));
+        return fail(c, "must be an array of messages, got %s", mg_json_type_name(v));
     if (json_array_size(v) == 0)
         return fail(c, "must contain at least one message");
     size_t i;
@@ -907,7 +842,7 @@ chk_stop(vctx_t *c, json_t *v, const field_t *f)
     if (json_is_string(v))
         return true;
     if (!json_is_array(v))
-        return fail(c, "must be a string or an array of at most %d strings, got %s", MAX_STOP, type_name(v));
+        return fail(c, "must be a string or an array of at most %d strings, got %s", MAX_STOP, mg_json_type_name(v));
     if (json_array_size(v) > MAX_STOP)
         return fail(c, "has %zu sequences; at most %d are allowed", json_array_size(v), MAX_STOP);
     size_t i;
@@ -916,7 +851,7 @@ chk_stop(vctx_t *c, json_t *v, const field_t *f)
     {
         if (!json_is_string(s)) {
             path_push(c, NULL, i);
-            return fail(c, "must be a string, got %s", type_name(s));
+            return fail(c, "must be a string, got %s", mg_json_type_name(s));
         }
     }
     return true;
@@ -927,7 +862,7 @@ static bool
 chk_logit_bias(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_object(v))
-        return fail(c, "must be an object mapping token ids to biases, got %s", type_name(v));
+        return fail(c, "must be an object mapping token ids to biases, got %s", mg_json_type_name(v));
     const char *key;
     json_t *bias;
     json_object_foreach(v, key, bias)
@@ -947,7 +882,7 @@ static bool
 chk_metadata(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_object(v))
-        return fail(c, "must be an object of string values, got %s", type_name(v));
+        return fail(c, "must be an object of string values, got %s", mg_json_type_name(v));
     if (json_object_size(v) > MAX_METADATA)
         return fail(c, "has %zu pairs; at most %d are allowed", json_object_size(v), MAX_METADATA);
     const char *key;
@@ -958,7 +893,7 @@ chk_metadata(vctx_t *c, json_t *v, const field_t *f)
         if (strlen(key) > MAX_META_KEY)
             return fail(c, "is a key longer than %d characters", MAX_META_KEY);
         if (!json_is_string(value))
-            return fail(c, "must be a string, got %s", type_name(value));
+            return fail(c, "must be a string, got %s", mg_json_type_name(value));
         if (json_string_length(value) > MAX_META_VALUE)
             return fail(c, "is longer than %d characters", MAX_META_VALUE);
         path_pop(c, saved);
@@ -972,7 +907,7 @@ static bool
 chk_modalities(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of \"text\" and \"audio\", got %s", type_name(v));
+        return fail(c, "must be an array of \"text\" and \"audio\", got %s", mg_json_type_name(v));
     size_t i;
     json_t *m;
     json_array_foreach(v, i, m)
@@ -989,7 +924,7 @@ static bool
 chk_voice(vctx_t *c, json_t *v, const field_t *f)
 {
     if (!json_is_string(v) && !json_is_object(v))
-        return fail(c, "must be a voice name or an object naming a custom voice, got %s", type_name(v));
+        return fail(c, "must be a voice name or an object naming a custom voice, got %s", mg_json_type_name(v));
     return true;
 }
 
@@ -1071,7 +1006,7 @@ static bool
 check_tokens(vctx_t *c, json_t *v)
 {
     if (!json_is_array(v))
-        return fail(c, "must be an array of token ids like the first item, got %s", type_name(v));
+        return fail(c, "must be an array of token ids like the first item, got %s", mg_json_type_name(v));
     if (json_array_size(v) == 0)
         return fail(c, "must not be an empty array of token ids");
     size_t i;
@@ -1081,7 +1016,7 @@ check_tokens(vctx_t *c, json_t *v)
         if (!json_is_integer(t) || json_integer_value(t) < 0) {
             path_push(c, NULL, i);
             return fail(c, "must be a token id (an integer of at least 0), got %s",
-                        json_is_integer(t) ? "a negative number" : type_name(t));
+                        json_is_integer(t) ? "a negative number" : mg_json_type_name(t));
         }
     }
     return true;
@@ -1093,19 +1028,19 @@ check_item(vctx_t *c, json_t *item, json_type kind, bool embeddings)
     switch (kind) {
     case JSON_STRING:
         if (!json_is_string(item))
-            return fail(c, "must be a string like the first item, got %s", type_name(item));
+            return fail(c, "must be a string like the first item, got %s", mg_json_type_name(item));
         if (embeddings && json_string_length(item) == 0)
             return fail(c, "must not be an empty string");
         return true;
     case JSON_INTEGER:
         if (!json_is_integer(item) || json_integer_value(item) < 0)
             return fail(c, "must be a token id (an integer of at least 0) like the first item, got %s",
-                        json_is_integer(item) ? "a negative number" : type_name(item));
+                        json_is_integer(item) ? "a negative number" : mg_json_type_name(item));
         return true;
     case JSON_ARRAY:
         return check_tokens(c, item);
     default:
-        return fail(c, "must be a string, a token id or an array of token ids, got %s", type_name(item));
+        return fail(c, "must be a string, a token id or an array of token ids, got %s", mg_json_type_name(item));
     }
 }
 
@@ -1121,7 +1056,7 @@ check_text_or_tokens(vctx_t *c, json_t *v, bool embeddings)
         return fail(c,
                     "must be a string, an array of strings, an array of token ids or an array of token-id arrays, "
                     "got %s",
-                    type_name(v));
+                    mg_json_type_name(v));
     size_t n = json_array_size(v);
     if (n == 0)
         return fail(c, "must not be an empty array");
@@ -1236,11 +1171,14 @@ static const field_t embedding_fields[] = {
 static bool
 validate(json_t *body, const tp_model_config_t *model, mg_invalid_t *out, const field_t *fields, const char *api)
 {
-    vctx_t c = { .out = out, .model = model, .body = body, .api = api };
+    vctx_t c = { .r = { .out = out, .dotted = false, .sep = " ", .root = "the request body" },
+                 .model = model,
+                 .body = body,
+                 .api = api };
     out->param[0] = '\0';
     out->message[0] = '\0';
     if (!json_is_object(body))
-        return fail(&c, "must be a JSON object, got %s", type_name(body));
+        return fail(&c, "must be a JSON object, got %s", mg_json_type_name(body));
     if (!check_fields(&c, body, fields, true))
         return false;
     /* Every field is well formed now; check how they relate, in document order. */
