@@ -25,8 +25,8 @@ typedef struct mg_gateway {
  * path of the offending field) may be NULL. The type follows the status: invalid_request_error
  * (4xx other than below), authentication_error (401), permission_error (403), not_found_error
  * (404), rate_limit_error (429), api_error (5xx). On the Anthropic Messages API's routes
- * (/v1/messages…) the envelope is Anthropic's instead (mg_anthropic_error_body), which has no
- * param: the message must say what it is about. */
+ * (/v1/messages…, and /v1/models… asked with anthropic-version) the envelope is Anthropic's instead
+ * (mg_anthropic_error_body), which has no param: the message must say what it is about. */
 void mg_send_error(tp_request_t *r, int status, const char *code, const char *param, const char *message);
 
 /* The daemon's error envelope (tp_error_fn). */

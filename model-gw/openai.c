@@ -23,13 +23,22 @@ error_type(int status)
     }
 }
 
-/* Whether the request is to the Anthropic Messages API (/v1/messages and below). */
+/* Whether path is `prefix` or below it. */
+static bool
+under(h2o_iovec_t path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return path.len >= n && memcmp(path.base, prefix, n) == 0 && (path.len == n || path.base[n] == '/');
+}
+
+/* Whether the request is Anthropic's: to the Messages API (/v1/messages and below), or to the
+ * models list from a client that sends anthropic-version (see catalog.c). */
 static bool
 anthropic_route(const tp_request_t *r)
 {
     h2o_iovec_t path = r->req->path_normalized;
-    size_t n = sizeof("/v1/messages") - 1;
-    return path.len >= n && memcmp(path.base, "/v1/messages", n) == 0 && (path.len == n || path.base[n] == '/');
+    return under(path, "/v1/messages") ||
+           (under(path, "/v1/models") && tp_http_header(r, "anthropic-version").len != 0);
 }
 
 void

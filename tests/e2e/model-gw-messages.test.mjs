@@ -147,6 +147,30 @@ describe('model-gw /v1/messages through the Anthropic SDK', () => {
     assert.deepEqual(stack.daemons['model-gw'].sanitizerReports(), []);
   });
 
+  test("models.list and models.retrieve answer in Anthropic's shape, with only the models the caller may use", T, async () => {
+    const ids = [];
+    for await (const m of client.models.list()) {
+      assert.equal(m.type, 'model');
+      assert.equal(m.display_name, m.id);
+      assert.ok(Math.abs(Date.parse(m.created_at) - Date.now()) < 3600e3, m.created_at);
+      ids.push(m.id);
+    }
+    assert.deepEqual(ids.sort(), ['broken', 'flaky', 'llama3', 'slow']);
+    const m = await client.models.retrieve('llama3');
+    assert.deepEqual(Object.keys(m).sort(), ['created_at', 'display_name', 'id', 'type']);
+    await assert.rejects(client.models.retrieve('secret-model'), (e) => {
+      assert.ok(e instanceof Anthropic.NotFoundError, String(e));
+      assert.equal(e.error?.type, 'error');
+      assert.equal(e.error?.error?.type, 'not_found_error');
+      return true;
+    });
+    // Without anthropic-version, the same route is OpenAI's.
+    const res = await fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(SDK_TIMEOUT_MS) });
+    const body = await res.json();
+    assert.equal(body.object, 'list');
+    assert.equal(body.data[0].object, 'model');
+  });
+
   test('messages.create: an assistant message quoting the prompt, end_turn, usage, the public model', T, async () => {
     const m = await client.messages.create({ model: 'llama3', max_tokens: 100, messages: [{ role: 'user', content: 'hello there' }] });
     assert.match(m.id, /^msg_/);
