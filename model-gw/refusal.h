@@ -38,6 +38,39 @@ void mg_refusal_pop(mg_refusal_t *r, size_t saved);
  * message. Returns false, for `return fail(...)`. */
 bool mg_refusal_fail(mg_refusal_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- value checks every checker makes the same way: each refuses v at the current path ---- */
+
+#define MG_SHOW 64 /* characters of a refused string quoted back in a message */
+
+/* A number (an integer when `integer`) in [min, max] (+-INFINITY for no bound). */
+bool mg_refusal_range(mg_refusal_t *r, const json_t *v, bool integer, double min, double max);
+
+/* A string among `choices` (NULL-terminated). */
+bool mg_refusal_enum(mg_refusal_t *r, const json_t *v, const char *const *choices);
+
+/* A function or schema name: ^[a-zA-Z0-9_-]{1,64}$. */
+bool mg_refusal_name(mg_refusal_t *r, const json_t *v);
+
+/* metadata: at most 16 pairs of strings, keys up to 64 characters, values up to 512 (the path is
+ * left at the offending key). */
+bool mg_refusal_metadata(mg_refusal_t *r, const json_t *v);
+
+/* A comma-separated list of names for messages ("get_weather, get_time"), cut with "..." when
+ * long. Zero-initialise. */
+typedef struct mg_list {
+    char text[200];
+    size_t len;
+    size_t count;
+} mg_list_t;
+
+void mg_list_add(mg_list_t *l, const char *s);
+
+/* The list's text, or "none". */
+const char *mg_list_text(const mg_list_t *l);
+
+/* Refuses v, which is none of the list's choices: "must be 'x'" or "must be one of x, y". */
+bool mg_refusal_choice(mg_refusal_t *r, const mg_list_t *l, const json_t *v);
+
 /* "an object", "an array", "a string", "a number", "a boolean" or "null", for messages. */
 const char *mg_json_type_name(const json_t *v);
 

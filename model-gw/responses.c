@@ -31,12 +31,7 @@
  * written into the item when it closes, or when the stream fails.
  */
 
-#define MAX_NAME       64   /* function and schema names: ^[a-zA-Z0-9_-]{1,64}$ */
-#define MAX_METADATA   16   /* metadata pairs */
-#define MAX_META_KEY   64   /* characters in a metadata key */
-#define MAX_META_VALUE 512  /* characters in a metadata value */
-#define SHOW           64   /* characters of a refused string quoted back in a message */
-#define TEXT_JOIN      "\n" /* between the text parts of one message or tool output, for chat */
+#define TEXT_JOIN "\n" /* between the text parts of one message or tool output, for chat */
 
 /* Whether o has member key with a value other than null. */
 static bool
@@ -145,49 +140,27 @@ chk_array(vctx_t *c, json_t *v)
 }
 
 static bool
-check_range(vctx_t *c, json_t *v, bool integer, double min, double max)
-{
-    char want[80];
-    const char *kind = integer ? "an integer" : "a number";
-    if (max == INFINITY)
-        snprintf(want, sizeof want, "%s of at least %g", kind, min);
-    else
-        snprintf(want, sizeof want, "%s %s %g %s %g", kind, integer ? "from" : "between", min, integer ? "to" : "and",
-                 max);
-    if (!json_is_number(v))
-        return fail(c, "must be %s, got %s", want, mg_json_type_name(v));
-    if (integer && !json_is_integer(v))
-        return fail(c, "must be %s; got %g", want, json_real_value(v));
-    double x = json_number_value(v);
-    if (x >= min && x <= max)
-        return true;
-    if (integer)
-        return fail(c, "must be %s; got %" JSON_INTEGER_FORMAT, want, json_integer_value(v));
-    return fail(c, "must be %s; got %g", want, x);
-}
-
-static bool
 chk_temperature(vctx_t *c, json_t *v)
 {
-    return check_range(c, v, false, 0, 2);
+    return mg_refusal_range(&c->r, v, false, 0, 2);
 }
 
 static bool
 chk_top_p(vctx_t *c, json_t *v)
 {
-    return check_range(c, v, false, 0, 1);
+    return mg_refusal_range(&c->r, v, false, 0, 1);
 }
 
 static bool
 chk_top_logprobs(vctx_t *c, json_t *v)
 {
-    return check_range(c, v, true, 0, 20);
+    return mg_refusal_range(&c->r, v, true, 0, 20);
 }
 
 static bool
 chk_positive_int(vctx_t *c, json_t *v)
 {
-    return check_range(c, v, true, 1, INFINITY);
+    return mg_refusal_range(&c->r, v, true, 1, INFINITY);
 }
 
 /* max_output_tokens: a positive integer within the model's configured cap. */
@@ -203,25 +176,6 @@ chk_max_output_tokens(vctx_t *c, json_t *v)
     return true;
 }
 
-/* Refuses v unless it is one of choices (NULL-terminated). */
-static bool
-check_enum(vctx_t *c, json_t *v, const char *const *choices)
-{
-    const char *s = json_string_value(v);
-    char list[200] = "";
-    size_t len = 0;
-    for (const char *const *p = choices; *p; p++) {
-        if (mg_streq(*p, s))
-            return true;
-        int n = snprintf(list + len, sizeof list - len, "%s%s", p == choices ? "" : ", ", *p);
-        if (n > 0 && (size_t)n < sizeof list - len)
-            len += (size_t)n;
-    }
-    if (s)
-        return fail(c, "must be one of %s; got '%.*s'", list, SHOW, s);
-    return fail(c, "must be one of %s, got %s", list, mg_json_type_name(v));
-}
-
 static const char *const truncation_choices[] = { "auto", "disabled", NULL };
 static const char *const status_choices[] = { "in_progress", "completed", "incomplete", NULL };
 static const char *const role_choices[] = { "user", "assistant", "system", "developer", NULL };
@@ -232,47 +186,38 @@ static const char *const tool_choice_modes[] = { "none", "auto", "required", NUL
 static bool
 chk_truncation(vctx_t *c, json_t *v)
 {
-    return check_enum(c, v, truncation_choices);
+    return mg_refusal_enum(&c->r, v, truncation_choices);
 }
 
 static bool
 chk_status(vctx_t *c, json_t *v)
 {
-    return check_enum(c, v, status_choices);
+    return mg_refusal_enum(&c->r, v, status_choices);
 }
 
 static bool
 chk_role(vctx_t *c, json_t *v)
 {
-    return check_enum(c, v, role_choices);
+    return mg_refusal_enum(&c->r, v, role_choices);
 }
 
 static bool
 chk_detail(vctx_t *c, json_t *v)
 {
-    return check_enum(c, v, detail_choices);
+    return mg_refusal_enum(&c->r, v, detail_choices);
 }
 
 static bool
 chk_verbosity(vctx_t *c, json_t *v)
 {
-    return check_enum(c, v, verbosity_choices);
+    return mg_refusal_enum(&c->r, v, verbosity_choices);
 }
 
 /* Function and schema names: ^[a-zA-Z0-9_-]{1,64}$. */
 static bool
 chk_name(vctx_t *c, json_t *v)
 {
-    const char *s = json_string_value(v);
-    if (!s)
-        return fail(c, "must be a string, got %s", mg_json_type_name(v));
-    static const char rule[] = "must be 1 to 64 letters, digits, underscores or dashes (^[a-zA-Z0-9_-]{1,64}$)";
-    size_t len = json_string_length(v);
-    if (len > MAX_NAME)
-        return fail(c, "%s; got %zu characters", rule, len);
-    if (len == 0 || strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != len)
-        return fail(c, "%s; got '%.*s'", rule, SHOW, s);
-    return true;
+    return mg_refusal_name(&c->r, v);
 }
 
 /* An array of strings (include). */
@@ -297,24 +242,7 @@ chk_strings(vctx_t *c, json_t *v)
 static bool
 chk_metadata(vctx_t *c, json_t *v)
 {
-    if (!json_is_object(v))
-        return fail(c, "must be an object of string values, got %s", mg_json_type_name(v));
-    if (json_object_size(v) > MAX_METADATA)
-        return fail(c, "has %zu pairs; at most %d are allowed", json_object_size(v), MAX_METADATA);
-    const char *key;
-    json_t *value;
-    json_object_foreach(v, key, value)
-    {
-        size_t saved = path_push(c, key, 0);
-        if (strlen(key) > MAX_META_KEY)
-            return fail(c, "is a key longer than %d characters", MAX_META_KEY);
-        if (!json_is_string(value))
-            return fail(c, "must be a string, got %s", mg_json_type_name(value));
-        if (json_string_length(value) > MAX_META_VALUE)
-            return fail(c, "is longer than %d characters", MAX_META_VALUE);
-        path_pop(c, saved);
-    }
-    return true;
+    return mg_refusal_metadata(&c->r, v);
 }
 
 /* ---- validation: features the gateway does not have ---- */
@@ -428,7 +356,7 @@ fail_part_type(vctx_t *c, json_t *type, const char *role, unsigned bit)
         return fail(c, "is required; expected one of %s", list);
     if (json_is_string(type))
         return fail(c, "must be one of %s in a%s %s message; got '%.*s'", list, bit == R_ASSISTANT ? "n" : "", role,
-                    SHOW, json_string_value(type));
+                    MG_SHOW, json_string_value(type));
     return fail(c, "must be one of %s, got %s", list, mg_json_type_name(type));
 }
 
@@ -520,7 +448,7 @@ chk_call_output(vctx_t *c, json_t *v)
                 return fail(c,
                             "must be 'input_text'; got '%.*s': this gateway's upstream takes only text as a "
                             "tool's output",
-                            SHOW, type);
+                            MG_SHOW, type);
             return fail(c, "must be 'input_text', got %s", mg_json_type_name(json_object_get(part, "type")));
         }
         if (!chk_text_part(c, part))
@@ -598,8 +526,8 @@ fail_item_type(vctx_t *c, json_t *item, const char *type)
         return fail(c,
                     "'%.*s' is not supported: this gateway runs no tools, so only message, function_call, "
                     "function_call_output and reasoning items are allowed",
-                    SHOW, type);
-    return fail(c, "must be one of " ITEM_CHOICES "; got '%.*s'", SHOW, type);
+                    MG_SHOW, type);
+    return fail(c, "must be one of " ITEM_CHOICES "; got '%.*s'", MG_SHOW, type);
 }
 
 static bool
@@ -666,7 +594,7 @@ check_tool(vctx_t *c, json_t *tool)
         return fail(c,
                     "'%.*s' is not supported: this gateway runs no tools, so only function tools (which your "
                     "application runs) are allowed",
-                    SHOW, t);
+                    MG_SHOW, t);
     }
     return check_member(c, tool, "name", chk_name, true) && check_member(c, tool, "description", chk_string, false) &&
            check_member(c, tool, "parameters", chk_parameters, false) &&
@@ -698,7 +626,7 @@ static bool
 chk_tool_choice(vctx_t *c, json_t *v)
 {
     if (json_is_string(v))
-        return check_enum(c, v, tool_choice_modes);
+        return mg_refusal_enum(&c->r, v, tool_choice_modes);
     if (!json_is_object(v))
         return fail(c, "must be none, auto, required or {\"type\": \"function\", \"name\": ...}, got %s",
                     mg_json_type_name(v));
@@ -714,7 +642,7 @@ chk_tool_choice(vctx_t *c, json_t *v)
     return fail(c,
                 "'%.*s' is not supported: this gateway runs no tools; use none, auto, required or "
                 "{\"type\": \"function\", \"name\": ...}",
-                SHOW, t);
+                MG_SHOW, t);
 }
 
 static bool
@@ -735,7 +663,7 @@ chk_format(vctx_t *c, json_t *v)
     if (!type)
         return fail_at(c, "type", "is required; expected one of text, json_object, json_schema");
     size_t saved = path_push(c, "type", 0);
-    if (!check_enum(c, type, format_types))
+    if (!mg_refusal_enum(&c->r, type, format_types))
         return false;
     path_pop(c, saved);
     return !mg_streq(json_string_value(type), "json_schema") || chk_json_schema_format(c, v);

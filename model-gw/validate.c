@@ -47,45 +47,11 @@ struct field {
     check_fn relate;            /* top level: checked against other fields once all are well formed */
 };
 
-#define ALL_VARIANTS   (~0u)
-#define MAX_NAME       64   /* function and schema names: ^[a-zA-Z0-9_-]{1,64}$ */
-#define MAX_STOP       4    /* stop sequences */
-#define MAX_METADATA   16   /* metadata pairs */
-#define MAX_META_KEY   64   /* characters in a metadata key */
-#define MAX_META_VALUE 512  /* characters in a metadata value */
-#define MAX_EMBED      2048 /* items in one embeddings input array */
-#define SHOW           64   /* characters of a refused string quoted back in a message */
+#define ALL_VARIANTS (~0u)
+#define MAX_STOP     4    /* stop sequences */
+#define MAX_EMBED    2048 /* items in one embeddings input array */
 
 /* ---- paths, messages, lists ---- */
-
-/* A comma-separated list of names for messages ("get_weather, get_time"), cut with "..." when long. */
-typedef struct list {
-    char text[200];
-    size_t len;
-    size_t count;
-} list_t;
-
-static void
-list_add(list_t *l, const char *s)
-{
-    size_t room = sizeof l->text - l->len;
-    if (room <= 1)
-        return; /* already cut */
-    int n = snprintf(l->text + l->len, room, "%s%s", l->count ? ", " : "", s);
-    l->count++;
-    if (n >= 0 && (size_t)n < room) {
-        l->len += (size_t)n;
-        return;
-    }
-    memcpy(l->text + sizeof l->text - 4, "...", 4);
-    l->len = sizeof l->text - 1;
-}
-
-static const char *
-list_text(const list_t *l)
-{
-    return l->count ? l->text : "none";
-}
 
 /* ---- the table walk ---- */
 
@@ -177,47 +143,16 @@ chk_object(vctx_t *c, json_t *v, const field_t *f)
     return f->sub ? check_fields(c, v, f->sub, false) : true;
 }
 
-/* "a number between 0 and 2", "an integer of at least 1", "an integer". */
-static void
-range_text(char *buf, size_t size, bool integer, double min, double max)
-{
-    const char *kind = integer ? "an integer" : "a number";
-    if (min == -INFINITY && max == INFINITY)
-        snprintf(buf, size, "%s", kind);
-    else if (max == INFINITY)
-        snprintf(buf, size, "%s of at least %g", kind, min);
-    else
-        snprintf(buf, size, "%s %s %g %s %g", kind, integer ? "from" : "between", min, integer ? "to" : "and", max);
-}
-
-static bool
-check_range(vctx_t *c, json_t *v, bool integer, double min, double max)
-{
-    char want[80];
-    range_text(want, sizeof want, integer, min, max);
-    if (!json_is_number(v))
-        return fail(c, "must be %s, got %s", want, mg_json_type_name(v));
-    if (integer && !json_is_integer(v))
-        return fail(c, "must be %s; got %g", want, json_real_value(v));
-    double x = json_number_value(v);
-    if (x < min || x > max) {
-        if (integer)
-            return fail(c, "must be %s; got %" JSON_INTEGER_FORMAT, want, json_integer_value(v));
-        return fail(c, "must be %s; got %g", want, x);
-    }
-    return true;
-}
-
 static bool
 chk_number(vctx_t *c, json_t *v, const field_t *f)
 {
-    return check_range(c, v, false, f->min, f->max);
+    return mg_refusal_range(&c->r, v, false, f->min, f->max);
 }
 
 static bool
 chk_int(vctx_t *c, json_t *v, const field_t *f)
 {
-    return check_range(c, v, true, f->min, f->max);
+    return mg_refusal_range(&c->r, v, true, f->min, f->max);
 }
 
 /* max_tokens and max_completion_tokens: an integer, and within the model's configured cap. */
@@ -233,53 +168,17 @@ chk_max_tokens(vctx_t *c, json_t *v, const field_t *f)
     return true;
 }
 
-/* Refuses v, which is none of the choices in l. */
-static bool
-fail_choice(vctx_t *c, const list_t *l, const json_t *v)
-{
-    const char *s = json_string_value(v);
-    if (l->count == 1 && s)
-        return fail(c, "must be '%s'; got '%.*s'", l->text, SHOW, s);
-    if (l->count == 1)
-        return fail(c, "must be '%s', got %s", l->text, mg_json_type_name(v));
-    if (s)
-        return fail(c, "must be one of %s; got '%.*s'", l->text, SHOW, s);
-    return fail(c, "must be one of %s, got %s", l->text, mg_json_type_name(v));
-}
-
-static bool
-check_enum(vctx_t *c, json_t *v, const char *const *choices)
-{
-    const char *s = json_string_value(v);
-    for (const char *const *p = choices; s && *p; p++)
-        if (strcmp(*p, s) == 0)
-            return true;
-    list_t l = { 0 };
-    for (const char *const *p = choices; *p; p++)
-        list_add(&l, *p);
-    return fail_choice(c, &l, v);
-}
-
 static bool
 chk_enum(vctx_t *c, json_t *v, const field_t *f)
 {
-    return check_enum(c, v, f->choices);
+    return mg_refusal_enum(&c->r, v, f->choices);
 }
 
 /* Function, tool and schema names: ^[a-zA-Z0-9_-]{1,64}$. */
 static bool
 chk_name(vctx_t *c, json_t *v, const field_t *f)
 {
-    const char *s = json_string_value(v);
-    if (!s)
-        return fail(c, "must be a string, got %s", mg_json_type_name(v));
-    static const char rule[] = "must be 1 to 64 letters, digits, underscores or dashes (^[a-zA-Z0-9_-]{1,64}$)";
-    size_t len = json_string_length(v);
-    if (len > MAX_NAME)
-        return fail(c, "%s; got %zu characters", rule, len);
-    if (len == 0 || strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != len)
-        return fail(c, "%s; got '%s'", rule, s);
-    return true;
+    return mg_refusal_name(&c->r, v);
 }
 
 /* ---- unions: objects whose `type` says which member carries the payload ---- */
@@ -292,11 +191,11 @@ check_union(vctx_t *c, json_t *v, const field_t *variants, unsigned mask)
     json_t *type = json_object_get(v, "type");
     const char *t = json_string_value(type);
     const field_t *var = NULL;
-    list_t l = { 0 };
+    mg_list_t l = { 0 };
     for (unsigned i = 0; variants[i].name; i++) {
         if (!(mask & (1u << i)))
             continue;
-        list_add(&l, variants[i].name);
+        mg_list_add(&l, variants[i].name);
         if (mg_streq(variants[i].name, t))
             var = &variants[i];
     }
@@ -304,7 +203,7 @@ check_union(vctx_t *c, json_t *v, const field_t *variants, unsigned mask)
         path_push(c, "type", 0);
         if (!type)
             return fail(c, "is required; expected %s%s", l.count == 1 ? "" : "one of ", l.text);
-        return fail_choice(c, &l, type);
+        return mg_refusal_choice(&c->r, &l, type);
     }
     if (!var->check)
         return true;
@@ -404,7 +303,8 @@ chk_parameters(vctx_t *c, json_t *v, const field_t *f)
         return true;
     path_push(c, "type", 0);
     if (json_is_string(type))
-        return fail(c, "must be 'object' (the arguments are a JSON object); got '%.*s'", SHOW, json_string_value(type));
+        return fail(c, "must be 'object' (the arguments are a JSON object); got '%.*s'", MG_SHOW,
+                    json_string_value(type));
     return fail(c, "must be 'object' (the arguments are a JSON object), got %s", mg_json_type_name(type));
 }
 
@@ -530,7 +430,7 @@ static bool
 chk_tool_choice(vctx_t *c, json_t *v, const field_t *f)
 {
     if (json_is_string(v))
-        return check_enum(c, v, tool_choice_modes);
+        return mg_refusal_enum(&c->r, v, tool_choice_modes);
     if (json_is_object(v))
         return check_union(c, v, tool_choice_variants, ALL_VARIANTS);
     return fail(c, "must be none, auto, required or an object naming a tool, got %s", mg_json_type_name(v));
@@ -538,7 +438,7 @@ chk_tool_choice(vctx_t *c, json_t *v, const field_t *f)
 
 /* Whether tools defines a tool of this kind and name; collects the names of that kind in *defined. */
 static bool
-find_tool(const json_t *tools, const char *kind, const char *name, list_t *defined)
+find_tool(const json_t *tools, const char *kind, const char *name, mg_list_t *defined)
 {
     size_t i;
     json_t *tool;
@@ -549,7 +449,7 @@ find_tool(const json_t *tools, const char *kind, const char *name, list_t *defin
             continue;
         if (mg_streq(n, name))
             return true;
-        list_add(defined, n);
+        mg_list_add(defined, n);
     }
     return false;
 }
@@ -560,11 +460,11 @@ check_tool_ref(vctx_t *c, const json_t *ref, const json_t *tools)
 {
     const char *kind, *name = tool_name(ref, &kind);
     const char *what = mg_streq(kind, "function") ? "function" : "custom tool";
-    list_t defined = { 0 };
+    mg_list_t defined = { 0 };
     if (json_array_size(tools) == 0)
         return fail(c, "names %s '%s', but the request defines no tools", what, name);
     if (!find_tool(tools, kind, name, &defined))
-        return fail(c, "names %s '%s', which is not in tools; defined: %s", what, name, list_text(&defined));
+        return fail(c, "names %s '%s', which is not in tools; defined: %s", what, name, mg_list_text(&defined));
     return true;
 }
 
@@ -603,7 +503,7 @@ static bool
 chk_function_call(vctx_t *c, json_t *v, const field_t *f)
 {
     if (json_is_string(v))
-        return check_enum(c, v, function_call_modes);
+        return mg_refusal_enum(&c->r, v, function_call_modes);
     if (json_is_object(v))
         return check_fields(c, v, name_fields, false);
     return fail(c, "must be none, auto or an object naming a function, got %s", mg_json_type_name(v));
@@ -735,7 +635,7 @@ answered(const json_t *msgs, size_t from, size_t to, const char *id)
  * of the calls before msgs[i] that no tool message has answered yet into *awaiting. The search
  * goes backwards: the call a tool message answers is almost always just before it. */
 static bool
-earlier_call(const json_t *msgs, size_t i, const char *id, list_t *awaiting)
+earlier_call(const json_t *msgs, size_t i, const char *id, mg_list_t *awaiting)
 {
     for (size_t k = i; k-- > 0;) {
         const json_t *m = json_array_get(msgs, k);
@@ -759,7 +659,7 @@ earlier_call(const json_t *msgs, size_t i, const char *id, list_t *awaiting)
         {
             const char *call_id = mg_json_str(call, "id");
             if (call_id && !answered(msgs, k + 1, i, call_id))
-                list_add(awaiting, call_id);
+                mg_list_add(awaiting, call_id);
         }
     }
     return false;
@@ -781,14 +681,14 @@ check_message_relations(vctx_t *c, json_t *msgs, size_t i, json_t *msg)
     if (!has_role(msg, "tool"))
         return true;
     const char *id = mg_json_str(msg, "tool_call_id");
-    list_t awaiting = { 0 };
+    mg_list_t awaiting = { 0 };
     if (earlier_call(msgs, i, id, &awaiting))
         return true;
     path_push(c, "tool_call_id", 0);
     if (awaiting.count == 0)
-        return fail(c, "'%.*s' answers no tool call of an earlier assistant message; no tool calls await answers", SHOW,
-                    id);
-    return fail(c, "'%.*s' answers no tool call of an earlier assistant message; awaiting answers: %s", SHOW, id,
+        return fail(c, "'%.*s' answers no tool call of an earlier assistant message; no tool calls await answers",
+                    MG_SHOW, id);
+    return fail(c, "'%.*s' answers no tool call of an earlier assistant message; awaiting answers: %s", MG_SHOW, id,
                 awaiting.text);
 }
 
@@ -809,7 +709,7 @@ check_message(vctx_t *c, json_t *msgs, size_t i, json_t *msg)
             return fail(c, "is required; expected one of " ROLE_CHOICES);
         if (!r)
             return fail(c, "must be one of " ROLE_CHOICES ", got %s", mg_json_type_name(role));
-        return fail(c, "must be one of " ROLE_CHOICES "; got '%.*s'", SHOW, r);
+        return fail(c, "must be one of " ROLE_CHOICES "; got '%.*s'", MG_SHOW, r);
     }
     return check_fields(c, msg, found->fields, false) && check_message_relations(c, msgs, i, msg);
 }
@@ -870,7 +770,7 @@ chk_logit_bias(vctx_t *c, json_t *v, const field_t *f)
         size_t saved = path_push(c, key, 0);
         if (key[0] == '\0' || key[strspn(key, "0123456789")] != '\0')
             return fail(c, "is not a token id; the keys of logit_bias are token ids in decimal, like \"50256\"");
-        if (!check_range(c, bias, false, -100, 100))
+        if (!mg_refusal_range(&c->r, bias, false, -100, 100))
             return false;
         path_pop(c, saved);
     }
@@ -881,24 +781,7 @@ chk_logit_bias(vctx_t *c, json_t *v, const field_t *f)
 static bool
 chk_metadata(vctx_t *c, json_t *v, const field_t *f)
 {
-    if (!json_is_object(v))
-        return fail(c, "must be an object of string values, got %s", mg_json_type_name(v));
-    if (json_object_size(v) > MAX_METADATA)
-        return fail(c, "has %zu pairs; at most %d are allowed", json_object_size(v), MAX_METADATA);
-    const char *key;
-    json_t *value;
-    json_object_foreach(v, key, value)
-    {
-        size_t saved = path_push(c, key, 0);
-        if (strlen(key) > MAX_META_KEY)
-            return fail(c, "is a key longer than %d characters", MAX_META_KEY);
-        if (!json_is_string(value))
-            return fail(c, "must be a string, got %s", mg_json_type_name(value));
-        if (json_string_length(value) > MAX_META_VALUE)
-            return fail(c, "is longer than %d characters", MAX_META_VALUE);
-        path_pop(c, saved);
-    }
-    return true;
+    return mg_refusal_metadata(&c->r, v);
 }
 
 static const char *const modality_choices[] = { "text", "audio", NULL };
@@ -913,7 +796,7 @@ chk_modalities(vctx_t *c, json_t *v, const field_t *f)
     json_array_foreach(v, i, m)
     {
         size_t saved = path_push(c, NULL, i);
-        if (!check_enum(c, m, modality_choices))
+        if (!mg_refusal_enum(&c->r, m, modality_choices))
             return false;
         path_pop(c, saved);
     }
