@@ -425,9 +425,10 @@ start_stream(proxy_t *p)
 
 /* ---- translated APIs ---- */
 
-/* Stores the Response (borrowed; never modified afterwards) once, when the client asked for it. */
+/* Stores the Response (borrowed; never modified afterwards) once, when the client asked for it.
+ * text: the Response as printed for the client already, or NULL. */
 static void
-save_response(proxy_t *p, json_t *object)
+save_response(proxy_t *p, json_t *object, const char *text)
 {
     if (p->saved || p->ep->dialect != DIALECT_RESPONSES || !p->rreq.store || object == NULL)
         return;
@@ -435,7 +436,7 @@ save_response(proxy_t *p, json_t *object)
     const char *status = json_string_value(json_object_get(object, "status"));
     mg_response_store_put(p->gw->responses, p->object_id, p->verdict.identity.principal->id, p->public_model,
                           p->rreq.previous_response_id, status != NULL ? status : "completed",
-                          p->rctx.created_at * 1000, json_incref(p->rreq.input_items), json_incref(object));
+                          p->rctx.created_at * 1000, json_incref(p->rreq.input_items), json_incref(object), text);
 }
 
 /* Translates one streamed upstream event (a chat chunk, or [DONE]) into the client's API. */
@@ -447,7 +448,7 @@ translate_event(proxy_t *p, const char *event, size_t len)
         p->seen_done = true;
         if (responses) {
             mg_responses_stream_end(&p->rstream, &p->pending);
-            save_response(p, p->rstream.result);
+            save_response(p, p->rstream.result, NULL);
         } else {
             mg_anthropic_stream_end(&p->astream, &p->pending);
         }
@@ -478,19 +479,25 @@ translate_event(proxy_t *p, const char *event, size_t len)
     json_decref(chunk);
 }
 
-/* A whole chat completion (taken) in the client's API (returned). */
-static json_t *
-translate_answer(proxy_t *p, json_t *completion)
+/* Answers with a whole chat completion (taken) in the client's API, printed once for the client
+ * and, for a stored Response, the store. */
+static void
+send_translated(proxy_t *p, json_t *completion)
 {
-    json_t *answer;
-    if (p->ep->dialect == DIALECT_RESPONSES) {
-        answer = mg_responses_from_completion(&p->rctx, completion);
-        save_response(p, answer);
-    } else {
-        answer = mg_anthropic_message(&p->actx, completion);
-    }
+    bool responses = p->ep->dialect == DIALECT_RESPONSES;
+    json_t *answer =
+        responses ? mg_responses_from_completion(&p->rctx, completion) : mg_anthropic_message(&p->actx, completion);
     json_decref(completion);
-    return answer;
+    p->finished = true;
+    char *text = json_dumps(answer, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (text == NULL) {
+        tp_http_send_json(p->r, 200, answer); /* (its fixed 500 for what cannot be printed) */
+        return;
+    }
+    save_response(p, answer, text);
+    tp_http_send(p->r, 200, "application/json", text, strlen(text));
+    free(text);
+    json_decref(answer);
 }
 
 static int
@@ -519,7 +526,7 @@ append_error_event(proxy_t *p, const char *message, const char *type, const char
 {
     if (p->ep->dialect == DIALECT_RESPONSES) {
         mg_responses_stream_fail(&p->rstream, code, message, &p->pending);
-        save_response(p, p->rstream.result);
+        save_response(p, p->rstream.result, NULL);
         return;
     }
     if (p->ep->dialect == DIALECT_MESSAGES) {
@@ -630,8 +637,10 @@ finish_buffered(proxy_t *p)
     if (p->upstream_status == 200 && json_is_object(body)) {
         p->first_byte_ns = tp_mono_ns();
         mg_relay_response(&p->relay, body);
-        if (p->ep->dialect != DIALECT_OPENAI)
-            body = translate_answer(p, body);
+        if (p->ep->dialect != DIALECT_OPENAI) {
+            send_translated(p, body);
+            return;
+        }
         tp_http_send_json(p->r, 200, body);
         p->finished = true;
         return;

@@ -301,10 +301,11 @@ text_value(const char *s)
 void
 mg_response_store_put(mg_response_store_t *s, const char *id, const char *principal, const char *model,
                       const char *previous_id, const char *status, int64_t created_ms, json_t *input_items,
-                      json_t *response)
+                      json_t *response, const char *printed)
 {
     char *items_text = json_dumps(input_items, JSON_COMPACT);
-    char *response_text = json_dumps(response, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *made = printed != NULL ? NULL : json_dumps(response, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    const char *response_text = printed != NULL ? printed : made;
     size_t text_bytes =
         (items_text != NULL ? strlen(items_text) : 0) + (response_text != NULL ? strlen(response_text) : 0);
     int64_t expires = s->retention_ms > 0 ? created_ms + s->retention_ms : 0;
@@ -328,7 +329,7 @@ mg_response_store_put(mg_response_store_t *s, const char *id, const char *princi
         tp_log_fields(TP_LOG_ERROR, NULL, "a stored response could not be queued for the store",
                       json_pack("{s:s}", "response", id));
     free(items_text);
-    free(response_text);
+    free(made);
     mg_stored_response_release(e);
 }
 

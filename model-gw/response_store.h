@@ -67,10 +67,12 @@ mg_response_store_t *mg_response_store_new(const char *db_path, tp_store_writer_
 void mg_response_store_free(mg_response_store_t *s);
 
 /* Stores a finished response: into the cache at once, and its row through the writer. Takes
- * the references to input_items and response, which must not be modified afterwards. */
+ * the references to input_items and response, which must not be modified afterwards.
+ * response_text is the response as printed already (compact, in order), or NULL to print it
+ * here. */
 void mg_response_store_put(mg_response_store_t *s, const char *id, const char *principal, const char *model,
                            const char *previous_id, const char *status, int64_t created_ms, json_t *input_items,
-                           json_t *response);
+                           json_t *response, const char *response_text);
 
 void mg_stored_response_release(mg_stored_response_t *r);
 

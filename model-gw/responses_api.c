@@ -109,7 +109,7 @@ send_input_items(lookup_t *l, const mg_stored_response_t *resp)
             more = true;
             break;
         }
-        json_array_append_new(data, json_deep_copy(item));
+        json_array_append(data, item); /* shared, never changed */
     }
     json_t *first = json_object_get(json_array_get(data, 0), "id");
     json_t *last = json_object_get(json_array_get(data, json_array_size(data) - 1), "id");
@@ -130,7 +130,7 @@ on_loaded(mg_response_chain_t *chain, void *data)
     const mg_stored_response_t *resp = chain->items[chain->n - 1];
     switch (l->op) {
     case OP_RETRIEVE:
-        tp_http_send_json(l->r, 200, json_deep_copy(resp->response));
+        tp_http_send_json(l->r, 200, json_incref(resp->response)); /* only printed: shared, never changed */
         break;
     case OP_INPUT_ITEMS:
         send_input_items(l, resp);

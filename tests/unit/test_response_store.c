@@ -78,7 +78,7 @@ put(mg_response_store_t *s, const char *id, const char *prev, const char *who, i
     json_t *items = json_pack("[{s:s, s:s, s:s, s:s}]", "id", "in", "type", "message", "role", "user", "content", id);
     json_t *response = json_pack("{s:s, s:s, s:[{s:s, s:s}]}", "id", id, "object", "response", "output", "type",
                                  "message", "text", id);
-    mg_response_store_put(s, id, who, "m", prev, "completed", created_ms, items, response);
+    mg_response_store_put(s, id, who, "m", prev, "completed", created_ms, items, response, NULL);
 }
 
 typedef struct result {
