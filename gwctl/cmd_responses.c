@@ -165,11 +165,22 @@ tell_daemons(gwctl_call_t *c, json_t *forget)
     free(path);
 }
 
-/* Runs a DELETE with the bound values in an audited change. Returns the rows deleted, or -1
- * after printing why. */
+/* Which stored responses a delete or purge takes: all of the filters set (NULL or 0: unset). */
+typedef struct selection {
+    const char *id;
+    const char *principal;
+    int64_t created_before_ms;
+    int64_t expired_at_ms; /* those whose expiry is at or before this */
+} selection_t;
+
+static const char delete_sql[] = "DELETE FROM responses WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR principal = "
+                                 "?2) AND (?3 = 0 OR created_ms < ?3) AND (?4 = 0 OR (expires_ms IS NOT NULL AND "
+                                 "expires_ms <= ?4))";
+
+/* Deletes the selection in an audited change. Returns the rows deleted, or -1 after printing
+ * why. */
 static int64_t
-delete_audited(gwctl_call_t *c, const char *sql, const char *id, const char *principal, int64_t before_ms,
-               int64_t now_ms, const char *action, const char *target, json_t *detail)
+delete_audited(gwctl_call_t *c, const selection_t *sel, const char *action, const char *target, json_t *detail)
 {
     sqlite3 *db = gwctl_call_db(c);
     const char *actor = db != NULL ? gwctl_call_actor(c) : NULL;
@@ -184,14 +195,14 @@ delete_audited(gwctl_call_t *c, const char *sql, const char *id, const char *pri
     sqlite3_stmt *st = NULL;
     int rv = 0;
     int64_t n = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, delete_sql, -1, &st, NULL) != SQLITE_OK) {
         err = tp_sprintf("%s", sqlite3_errmsg(db));
         rv = -1;
     } else {
-        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, principal, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, before_ms);
-        sqlite3_bind_int64(st, 4, now_ms);
+        sqlite3_bind_text(st, 1, sel->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, sel->principal, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, sel->created_before_ms);
+        sqlite3_bind_int64(st, 4, sel->expired_at_ms);
         if (sqlite3_step(st) != SQLITE_DONE) {
             err = tp_sprintf("%s", sqlite3_errmsg(db));
             rv = -1;
@@ -219,8 +230,7 @@ responses_delete(gwctl_call_t *c, int argc, char **argv)
     if (gwctl_plain_args(c, argc, argv, 1, "ID", &id) != 0)
         return 2;
     json_t *detail = json_object();
-    int64_t n = delete_audited(c, "DELETE FROM responses WHERE id = ?1 AND ?2 IS NULL AND ?3 = ?3 AND ?4 = ?4", id,
-                               NULL, 0, 0, "responses.delete", id, detail);
+    int64_t n = delete_audited(c, &(selection_t){ .id = id }, "responses.delete", id, detail);
     json_decref(detail);
     if (n < 0)
         return 1;
@@ -271,12 +281,8 @@ responses_purge(gwctl_call_t *c, int argc, char **argv)
     int64_t before = older > 0 ? now - older : 0;
     json_t *detail =
         json_pack("{s:s?, s:I, s:b}", "principal", principal, "before_ms", (json_int_t)before, "expired", expired);
-    /* ?1 (an id) is unused here: the statement shape is delete_audited's. */
-    int64_t n = delete_audited(c,
-                               "DELETE FROM responses WHERE ?1 IS NULL AND (?2 IS NULL OR principal = ?2) AND (?3 = 0 "
-                               "OR created_ms < ?3) AND (?4 = 0 OR (expires_ms IS NOT NULL AND expires_ms <= ?4))",
-                               NULL, principal, before, expired ? now : 0, "responses.purge",
-                               principal != NULL ? principal : "*", detail);
+    selection_t sel = { .principal = principal, .created_before_ms = before, .expired_at_ms = expired ? now : 0 };
+    int64_t n = delete_audited(c, &sel, "responses.purge", principal != NULL ? principal : "*", detail);
     json_decref(detail);
     if (n < 0)
         return 1;
