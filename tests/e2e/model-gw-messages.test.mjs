@@ -19,6 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 
 import { Stack, eventually, startFixture } from './lib/stack.mjs';
+import { collect, failure, parseSSE } from './lib/streams.mjs';
 
 const T = { timeout: 60000 };
 const SDK_TIMEOUT_MS = 20000;
@@ -36,38 +37,6 @@ const TIME = {
 
 const words = (s) => s.trim().split(/\s+/).filter(Boolean).length;
 const textOf = (m) => m.content.filter((b) => b.type === 'text').map((b) => b.text).join('');
-
-async function collect(stream, max = 2000) {
-  const events = [];
-  for await (const e of stream) {
-    events.push(e);
-    assert.ok(events.length < max, 'the stream ends');
-  }
-  return events;
-}
-
-function parseSSE(text) {
-  const events = [];
-  for (const block of text.split(/\r?\n\r?\n/)) {
-    let event = null;
-    let data = '';
-    for (const line of block.split(/\r?\n/)) {
-      if (line.startsWith('event:')) event = line.slice(6).trim();
-      else if (line.startsWith('data:')) data += line.slice(5).trimStart();
-    }
-    if (event !== null || data !== '') events.push({ event, data });
-  }
-  return events;
-}
-
-async function failure(promise) {
-  try {
-    await promise;
-  } catch (e) {
-    return e;
-  }
-  assert.fail('expected the request to fail');
-}
 
 // Checks an SDK error: its class, status and Anthropic error type (the body is
 // {"type":"error","error":{"type","message"}}); returns the error's message.

@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
 import { Stack, eventually, startFixture } from './lib/stack.mjs';
+import { collect, failure, parseSSE } from './lib/streams.mjs';
 
 const T = { timeout: 60000 }; // per test: every SDK call below also has its own timeout
 const SDK_TIMEOUT_MS = 20000;
@@ -51,29 +52,6 @@ function plain(r) {
   return JSON.parse(JSON.stringify(rest));
 }
 
-async function collect(stream, max = 2000) {
-  const events = [];
-  for await (const e of stream) {
-    events.push(e);
-    assert.ok(events.length < max, 'the stream ends');
-  }
-  return events;
-}
-
-function parseSSE(text) {
-  const events = [];
-  for (const block of text.split(/\r?\n\r?\n/)) {
-    let event = null;
-    let data = '';
-    for (const line of block.split(/\r?\n/)) {
-      if (line.startsWith('event:')) event = line.slice(6).trim();
-      else if (line.startsWith('data:')) data += line.slice(5).trimStart();
-    }
-    if (event !== null || data !== '') events.push({ event, data });
-  }
-  return events;
-}
-
 function policyFile(stack) {
   const file = path.join(stack.dir, 'p.yaml');
   writeFileSync(file, [
@@ -100,16 +78,6 @@ function gwctlJSON(stack, ...args) {
   const r = stack.gwctl('--json', ...args);
   assert.equal(r.status, 0, `gwctl ${args.join(' ')}: ${r.stderr}`);
   return JSON.parse(r.stdout);
-}
-
-// Resolves with the APIError a promise rejects with (fails when it resolves).
-async function failure(promise) {
-  try {
-    await promise;
-  } catch (e) {
-    return e;
-  }
-  assert.fail('expected the request to fail');
 }
 
 // The HTTP status a call ends with: 200 when it succeeds.
